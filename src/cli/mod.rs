@@ -1,0 +1,107 @@
+//! The command line (SPEC section 10). Each subcommand is a thin shell in its own file.
+
+mod certs;
+mod review;
+mod serve;
+mod validate;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::engine::{Policy, RuleId};
+
+/// Exit code for unreadable input or a usage error.
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dynamo-tenancy",
+    version,
+    about = "Makes the Dynamo namespace an isolation boundary between DynamoGraphDeployments"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the admission webhook server.
+    Serve(serve::ServeArgs),
+    /// Answer one AdmissionReview from stdin, as the webhook would.
+    Review(review::ReviewArgs),
+    /// Check DGD manifests offline with the webhook's rules.
+    Validate(validate::ValidateArgs),
+    /// Write a CA and a serving certificate for the webhook Service.
+    Certs(certs::CertsArgs),
+}
+
+/// Knobs of the policy, shared by every subcommand that judges.
+#[derive(Args, Debug, Clone)]
+pub struct PolicyArgs {
+    /// Do not set the runtime's DYN_NAMESPACE / DYN_NAMESPACE_PREFIX in pods.
+    #[arg(long)]
+    no_dyn_compat: bool,
+    /// Treat this warning rule as a denial (repeatable), e.g. --deny-warning DT008.
+    #[arg(long = "deny-warning", value_name = "RULE", value_parser = parse_warning_rule)]
+    deny_warnings: Vec<RuleId>,
+}
+
+fn parse_warning_rule(s: &str) -> Result<RuleId, String> {
+    let rule: RuleId = s.parse()?;
+    match rule.severity() {
+        crate::engine::rules::Severity::Warn => Ok(rule),
+        crate::engine::rules::Severity::Deny => Err(format!("{rule} already denies")),
+    }
+}
+
+impl PolicyArgs {
+    pub fn policy(&self) -> Policy {
+        Policy {
+            dyn_compat: !self.no_dyn_compat,
+            deny_warnings: self.deny_warnings.iter().copied().collect(),
+        }
+    }
+}
+
+/// Parses the command line and runs the subcommand. Errors are one line on stderr.
+pub fn run() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let code = if err.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = err.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logging();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Review(args) => review::run(args),
+        Command::Validate(args) => validate::run(args),
+        Command::Certs(args) => certs::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("dynamo-tenancy: error: {message}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DYNAMO_TENANCY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Subcommands whose issue has not landed yet.
+fn not_yet(what: &str) -> Result<ExitCode, String> {
+    eprintln!("dynamo-tenancy: {what} is not yet implemented");
+    Ok(ExitCode::from(EXIT_USAGE))
+}

@@ -1,0 +1,10 @@
+//! dynamo-tenancy: makes the Dynamo namespace an isolation boundary between
+//! DynamoGraphDeployments that share a cluster.
+//!
+//! [`engine`] holds every rule and knows nothing of HTTP, TLS or files; [`cli`] is a thin shell
+//! around it.
+
+pub mod cli;
+pub mod documents;
+pub mod engine;
+pub mod existing;
