@@ -56,7 +56,7 @@ enum PhaseName {
     Both,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CasePolicy {
     #[serde(default = "yes")]
@@ -67,6 +67,15 @@ struct CasePolicy {
 
 fn yes() -> bool {
     true
+}
+
+impl Default for CasePolicy {
+    fn default() -> Self {
+        CasePolicy {
+            dyn_compat: true,
+            deny_warnings: Vec::new(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -124,8 +133,8 @@ fn yaml_value(text: &str) -> Result<Value, Failed> {
 }
 
 fn run_case_file(path: &Path) -> Result<(), Failed> {
-    let case: Case = serde_json::from_value(yaml_value(&read(path)?)?)
-        .map_err(|e| format!("case file: {e}"))?;
+    let case: Case =
+        serde_json::from_value(yaml_value(&read(path)?)?).map_err(|e| format!("case file: {e}"))?;
     let review = match (&case.review, &case.review_file) {
         (Some(review), None) => review.clone(),
         (None, Some(file)) => serde_json::from_str(&read(&shared_dir().join(file))?)
@@ -142,7 +151,14 @@ fn run_case_file(path: &Path) -> Result<(), Failed> {
             serde_json::from_value(obj.clone()).map_err(|e| format!("existing: {e}"))?;
         view.upsert(DgdRecord::from_object(&obj, &case.namespace));
     }
-    check(&review, case.phase, &case.namespace, &view, &policy, &case.expect)
+    check(
+        &review,
+        case.phase,
+        &case.namespace,
+        &view,
+        &policy,
+        &case.expect,
+    )
 }
 
 /// Runs `review` through the engine and checks the wire answer against `expect`.
@@ -171,7 +187,10 @@ fn check(
         return match answer {
             Err(err) if err.to_string().contains(wanted.as_str()) => {
                 let text = err.to_string();
-                ensure(!text.contains('\n'), format!("error is not one line: {text}"))
+                ensure(
+                    !text.contains('\n'),
+                    format!("error is not one line: {text}"),
+                )
             }
             Err(err) => Err(format!("error {err:?} lacks {wanted:?}").into()),
             Ok(_) => Err(format!("expected the error {wanted:?}, got an answer").into()),
@@ -361,7 +380,9 @@ fn set_pointer(doc: &mut Value, pointer: &str, value: Value) -> Result<(), Faile
         at = match at {
             Value::Object(map) => map.entry(token.clone()).or_insert_with(|| json!({})),
             Value::Array(items) => {
-                let i: usize = token.parse().map_err(|_| format!("bad index in {pointer}"))?;
+                let i: usize = token
+                    .parse()
+                    .map_err(|_| format!("bad index in {pointer}"))?;
                 items
                     .get_mut(i)
                     .ok_or_else(|| format!("{pointer}: no element {i}"))?
@@ -374,7 +395,9 @@ fn set_pointer(doc: &mut Value, pointer: &str, value: Value) -> Result<(), Faile
             map.insert(last.clone(), value);
         }
         Value::Array(items) => {
-            let i: usize = last.parse().map_err(|_| format!("bad index in {pointer}"))?;
+            let i: usize = last
+                .parse()
+                .map_err(|_| format!("bad index in {pointer}"))?;
             match i.cmp(&items.len()) {
                 std::cmp::Ordering::Less => items[i] = value,
                 std::cmp::Ordering::Equal => items.push(value),
@@ -398,7 +421,11 @@ fn remove_pointer(doc: &mut Value, pointer: &str) -> Result<(), Failed> {
 }
 
 fn ensure(condition: bool, message: String) -> Result<(), Failed> {
-    if condition { Ok(()) } else { Err(message.into()) }
+    if condition {
+        Ok(())
+    } else {
+        Err(message.into())
+    }
 }
 
 /// One trial per case file.
@@ -487,7 +514,10 @@ fn upstream_trials() -> Vec<Trial> {
             .into_iter()
             .filter(|d| d.value["kind"] == "DynamoGraphDeployment")
         {
-            let name = doc.value["metadata"]["name"].as_str().unwrap_or("?").to_owned();
+            let name = doc.value["metadata"]["name"]
+                .as_str()
+                .unwrap_or("?")
+                .to_owned();
             let path = expected
                 .paths
                 .get(&file_name)

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::Context;
 use super::patch::PatchBuilder;
-use super::path::{DynamoPath, quote};
+use super::path::{DynamoPath, quote, quote_within};
 use super::rules::{Finding, Findings, RuleId};
 use super::view::DgdRecord;
 
@@ -32,7 +32,7 @@ impl fmt::Display for Field<'_> {
             Field::Spec => f.write_str("spec.dynamoNamespace"),
             Field::Annotation => write!(f, "metadata.annotations[{PATH_ANNOTATION}]"),
             Field::Service(name) => {
-                let name: String = name.chars().take(40).collect();
+                let name: String = name.chars().take(16).collect();
                 write!(f, "spec.services.{name}.dynamoNamespace")
             }
         }
@@ -71,7 +71,10 @@ impl<'a> Source<'a> {
     fn parse(&self) -> Result<DynamoPath, Finding> {
         match self.value {
             SourceValue::Text(raw) => DynamoPath::parse(raw).map_err(|err| {
-                Finding::new(RuleId::DT001, format_args!("{} {}: {err}", self.field, quote(raw)))
+                Finding::new(
+                    RuleId::DT001,
+                    format_args!("{}: {err} (got {})", self.field, quote_within(raw, 40)),
+                )
             }),
             SourceValue::Other(value) => Err(Finding::new(
                 RuleId::DT001,
@@ -109,7 +112,10 @@ fn services(obj: &DynamicObject) -> impl Iterator<Item = (&String, &Value)> {
 }
 
 fn spec_source(obj: &DynamicObject) -> Option<Source<'_>> {
-    Source::from_json(Field::Spec, spec(obj).and_then(|s| s.get("dynamoNamespace")))
+    Source::from_json(
+        Field::Spec,
+        spec(obj).and_then(|s| s.get("dynamoNamespace")),
+    )
 }
 
 fn annotation_source(obj: &DynamicObject) -> Option<Source<'_>> {
@@ -155,19 +161,19 @@ pub fn effective_path(obj: &DynamicObject) -> Result<DynamoPath, Finding> {
         return Ok(DynamoPath::root());
     };
     if let Some((field, path)) = parsed.iter().find(|(_, path)| path != first_path) {
-        let fix = if matches!(field, Field::Service(_)) {
-            "remove the per-service values or make them equal"
-        } else {
-            "set one path, or remove all but one source"
-        };
-        return Err(Finding::new(
-            RuleId::DT002,
-            format_args!(
-                "path sources disagree: {first_field} is {} but {field} is {}; {fix}",
+        let text = match (first_field, field) {
+            (Field::Service(a), Field::Service(b)) => format!(
+                "per-service dynamoNamespace values disagree, make them equal: {a} has {}, {b} has {}",
                 quote(first_path.as_str()),
                 quote(path.as_str())
             ),
-        ));
+            _ => format!(
+                "path sources disagree, keep one: {first_field} is {}, {field} is {}",
+                quote(first_path.as_str()),
+                quote(path.as_str())
+            ),
+        };
+        return Err(Finding::new(RuleId::DT002, text));
     }
     Ok(first_path.clone())
 }
@@ -180,10 +186,10 @@ fn check_unchanged(obj: &DynamicObject, recorded: &DynamoPath) -> Result<(), Fin
             return Err(Finding::new(
                 RuleId::DT005,
                 format_args!(
-                    "{} {} differs from the recorded path {}; a path cannot change: recreate the DGD to move it",
+                    "{} would move the path {} to {}; a path cannot change: recreate the DGD to move it",
                     source.field,
-                    quote(path.as_str()),
-                    quote(recorded.as_str())
+                    quote(recorded.as_str()),
+                    quote(path.as_str())
                 ),
             ));
         }
@@ -295,7 +301,7 @@ pub fn validate(
         Err(denial) => return findings.add(denial, policy),
         Ok(plan) => plan,
     };
-    let (path, check_uniqueness) = match plan {
+    let (path, check_uniqueness, adopting) = match plan {
         Plan::LeaveUnmanaged => {
             return findings.add(
                 Finding::new(
@@ -307,22 +313,8 @@ pub fn validate(
                 policy,
             );
         }
-        Plan::Keep(path) => (path, false),
-        Plan::New { path, adopting } => {
-            if adopting {
-                findings.add(
-                    Finding::new(
-                        RuleId::DT013,
-                        format_args!(
-                            "adopted at {}; running pods keep their old namespace until they restart",
-                            quote(path.as_str())
-                        ),
-                    ),
-                    policy,
-                );
-            }
-            (path, true)
-        }
+        Plan::Keep(path) => (path, false, false),
+        Plan::New { path, adopting } => (path, true, adopting),
     };
     let identity = Identity {
         namespace,
@@ -338,7 +330,7 @@ pub fn validate(
                 format_args!(
                     "path {} in k8s namespace {} gives the runtime token \"{GLOBAL_TOKEN}\", the runtime's global namespace; choose a path below the root",
                     quote(path.as_str()),
-                    quote(namespace)
+                    quote_within(namespace, 40)
                 ),
             ),
             policy,
@@ -347,10 +339,27 @@ pub fn validate(
     if check_uniqueness {
         check_unique(&identity, &path, &token, findings, ctx);
     }
+    if adopting && !findings.denied() {
+        findings.add(
+            Finding::new(
+                RuleId::DT013,
+                format_args!(
+                    "adopted at {}; running pods keep their old namespace until they restart",
+                    quote(path.as_str())
+                ),
+            ),
+            policy,
+        );
+    }
 }
 
 /// DT006: `globalDynamoNamespace` would let a tenant escape its subtree.
-fn check_global(obj: &DynamicObject, path: &DynamoPath, findings: &mut Findings, ctx: &Context<'_>) {
+fn check_global(
+    obj: &DynamicObject,
+    path: &DynamoPath,
+    findings: &mut Findings,
+    ctx: &Context<'_>,
+) {
     if path.is_root() {
         return;
     }
@@ -362,7 +371,7 @@ fn check_global(obj: &DynamicObject, path: &DynamoPath, findings: &mut Findings,
                 RuleId::DT006,
                 format_args!(
                     "spec.services.{}.globalDynamoNamespace is true but the path is {}; only the root \"default\" may be global: remove the flag",
-                    name.chars().take(40).collect::<String>(),
+                    name.chars().take(16).collect::<String>(),
                     quote(path.as_str())
                 ),
             ),
@@ -400,7 +409,7 @@ fn check_unique(
             Finding::new(
                 RuleId::DT003,
                 format_args!(
-                    "path {} is already used by DGD {} in this k8s namespace; choose another spec.dynamoNamespace",
+                    "path {} is taken in this k8s namespace, choose another spec.dynamoNamespace; taken by DGD {}",
                     quote(path.as_str()),
                     other.display_name()
                 ),
@@ -413,10 +422,8 @@ fn check_unique(
             Finding::new(
                 RuleId::DT004,
                 format_args!(
-                    "runtime token {} of {}/{} at {} is already the token of DGD {}; choose another path",
-                    quote(token),
-                    me.namespace,
-                    me.name,
+                    "runtime token {} of path {} is taken, choose another path; taken by DGD {}",
+                    quote_within(token, 48),
                     quote(path.as_str()),
                     other.display_name()
                 ),
@@ -432,25 +439,25 @@ fn check_unique(
             Finding::new(
                 RuleId::DT008,
                 format_args!(
-                    "token {} and {} of {} extend each other: prefix crosstalk",
+                    "prefix crosstalk with {}: tokens {} and {}",
+                    other.display_name(),
                     quote(token),
-                    quote(other.token()),
-                    other.display_name()
+                    quote(other.token())
                 ),
             ),
             policy,
         );
     }
     if !path.is_root()
-        && let Some(other) = view.managed_at_elsewhere(me.namespace, path)
+        && let Some(other) = view.managed_at_elsewhere(me.namespace, path, &skip_self)
     {
         findings.add(
             Finding::new(
                 RuleId::DT009,
                 format_args!(
-                    "path {} is also used by {} in another k8s namespace",
-                    quote(path.as_str()),
-                    other.display_name()
+                    "another k8s namespace uses this path too: {} at {}",
+                    other.display_name(),
+                    quote(path.as_str())
                 ),
             ),
             policy,

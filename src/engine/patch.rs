@@ -41,10 +41,9 @@ impl PatchBuilder {
                 map_tokens.iter().copied(),
                 Value::Object([(key.to_owned(), Value::from(value))].into_iter().collect()),
             ),
-            Some(map) if map.get(key).map(String::as_str) != Some(value) => self.add(
-                map_tokens.iter().copied().chain([key]),
-                Value::from(value),
-            ),
+            Some(map) if map.get(key).map(String::as_str) != Some(value) => {
+                self.add(map_tokens.iter().copied().chain([key]), Value::from(value))
+            }
             Some(_) => {}
         }
     }

@@ -173,16 +173,23 @@ pub fn suggest(raw: &str) -> String {
         let trimmed = path.trim_end_matches(['-', '/']).len();
         path.truncate(trimmed);
     }
-    debug_assert!(DynamoPath::parse(&path).is_ok(), "suggestion {path:?} is invalid");
+    debug_assert!(
+        DynamoPath::parse(&path).is_ok(),
+        "suggestion {path:?} is invalid"
+    );
     path
 }
 
 /// Shows a user-supplied value in a one-line message: quoted, escaped, and cut to a readable length.
 pub fn quote(value: &str) -> String {
-    const SHOWN: usize = 48;
+    quote_within(value, MAX_LEN + 1)
+}
+
+/// [`quote`] with a tighter cut, for parts shown beside the whole value.
+pub fn quote_within(value: &str, shown: usize) -> String {
     let escaped: String = value.escape_debug().collect();
-    if escaped.chars().count() > SHOWN {
-        let cut: String = escaped.chars().take(SHOWN).collect();
+    if escaped.chars().count() > shown {
+        let cut: String = escaped.chars().take(shown).collect();
         format!("\"{cut}…\"")
     } else {
         format!("\"{escaped}\"")
@@ -195,24 +202,26 @@ impl fmt::Display for PathError {
             PathProblem::EmptySegment => {
                 f.write_str("has an empty segment (leading, trailing or double '/')")?
             }
-            PathProblem::Uppercase { segment } => {
-                write!(f, "segment {} has uppercase letters", quote(segment))?
-            }
+            PathProblem::Uppercase { segment } => write!(
+                f,
+                "segment {} has uppercase letters",
+                quote_segment(segment)
+            )?,
             PathProblem::BadCharacter { segment, ch } => write!(
                 f,
                 "segment {} has {:?}; only a-z, 0-9 and '-' are allowed",
-                quote(segment),
+                quote_segment(segment),
                 ch
             )?,
             PathProblem::EdgeHyphen { segment } => write!(
                 f,
                 "segment {} must start and end with a letter or digit",
-                quote(segment)
+                quote_segment(segment)
             )?,
             PathProblem::DoubleHyphen { segment } => write!(
                 f,
                 "segment {} contains \"--\", which the runtime token reserves",
-                quote(segment)
+                quote_segment(segment)
             )?,
             PathProblem::TooManySegments { count } => write!(
                 f,
@@ -227,13 +236,20 @@ impl fmt::Display for PathError {
     }
 }
 
+fn quote_segment(segment: &str) -> String {
+    quote_within(segment, 24)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn relative_paths_are_placed_under_the_root() {
-        assert_eq!(DynamoPath::parse("llama").unwrap().as_str(), "default/llama");
+        assert_eq!(
+            DynamoPath::parse("llama").unwrap().as_str(),
+            "default/llama"
+        );
         assert_eq!(DynamoPath::parse("default").unwrap().as_str(), "default");
         assert_eq!(
             DynamoPath::parse("default/a/b").unwrap().as_str(),

@@ -31,7 +31,10 @@ enum Membership<'v> {
     None,
     Unknown(&'v str),
     Unmanaged,
-    Managed { path: &'v DynamoPath, token: &'v str },
+    Managed {
+        path: &'v DynamoPath,
+        token: &'v str,
+    },
 }
 
 fn membership<'v>(pod: &'v DynamicObject, namespace: &str, ctx: &Context<'v>) -> Membership<'v> {
@@ -53,7 +56,11 @@ fn label<'a>(obj: &'a DynamicObject, key: &str) -> Option<&'a str> {
 }
 
 fn annotation<'a>(obj: &'a DynamicObject, key: &str) -> Option<&'a str> {
-    obj.metadata.annotations.as_ref()?.get(key).map(String::as_str)
+    obj.metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
 }
 
 /// Whether an env var is added where missing, or only corrected where present.
@@ -86,7 +93,9 @@ fn expected_env<'a>(
 }
 
 /// Every container and init container: (list name, index, container).
-fn containers(pod: &DynamicObject) -> impl Iterator<Item = (&'static str, usize, &Map<String, Value>)> {
+fn containers(
+    pod: &DynamicObject,
+) -> impl Iterator<Item = (&'static str, usize, &Map<String, Value>)> {
     let spec = pod.data.get("spec");
     CONTAINER_LISTS.into_iter().flat_map(move |list| {
         spec.and_then(|s| s.get(list))
@@ -122,6 +131,17 @@ fn has_value(entry: &Map<String, Value>, expected: &str) -> bool {
     entry.get("value").and_then(Value::as_str) == Some(expected) && !entry.contains_key("valueFrom")
 }
 
+/// DT014. Both phases give it, in the same words: the API server keeps one copy of a warning.
+fn unknown_dgd(namespace: &str, name: &str) -> Finding {
+    Finding::new(
+        RuleId::DT014,
+        format_args!(
+            "DGD {} is unknown; pod admitted without its dynamo namespace",
+            quote(&format!("{namespace}/{name}"))
+        ),
+    )
+}
+
 /// Mutating phase, pod CREATE.
 pub fn mutate(
     pod: &DynamicObject,
@@ -132,19 +152,7 @@ pub fn mutate(
 ) {
     let (path, token) = match membership(pod, namespace, ctx) {
         Membership::None | Membership::Unmanaged => return,
-        Membership::Unknown(name) => {
-            return findings.add(
-                Finding::new(
-                    RuleId::DT014,
-                    format_args!(
-                        "DGD {}/{} is unknown; pod admitted without its dynamo namespace",
-                        namespace,
-                        quote(name)
-                    ),
-                ),
-                ctx.policy,
-            );
-        }
+        Membership::Unknown(name) => return findings.add(unknown_dgd(namespace, name), ctx.policy),
         Membership::Managed { path, token } => (path, token),
     };
     let expected = expected_env(pod, path, token, ctx);
@@ -208,7 +216,11 @@ pub fn validate_create(
 ) {
     let finding = match membership(pod, namespace, ctx) {
         Membership::Managed { path, token } => disagreement(pod, path, token, ctx),
-        _ => spoofing(pod, namespace, ctx),
+        Membership::Unknown(name) => {
+            findings.add(unknown_dgd(namespace, name), ctx.policy);
+            spoofing(pod, namespace, ctx)
+        }
+        Membership::None | Membership::Unmanaged => spoofing(pod, namespace, ctx),
     };
     if let Some(finding) = finding {
         findings.add(finding, ctx.policy);

@@ -122,7 +122,10 @@ pub fn decide(
             kind.group, kind.version, kind.kind
         )));
     };
-    let obj = req.object.as_ref().ok_or(ReviewError::MissingObject("object"))?;
+    let obj = req
+        .object
+        .as_ref()
+        .ok_or(ReviewError::MissingObject("object"))?;
     let old = match req.operation {
         Operation::Update => Some(
             req.old_object
@@ -232,7 +235,10 @@ pub fn review_both(
     }
     let mut patched_req = req.clone();
     if !mutated.patch.is_empty() {
-        let obj = req.object.as_ref().ok_or(ReviewError::MissingObject("object"))?;
+        let obj = req
+            .object
+            .as_ref()
+            .ok_or(ReviewError::MissingObject("object"))?;
         let mut value = serde_json::to_value(obj)
             .map_err(|err| ReviewError::Malformed(format!("object: {err}")))?;
         json_patch::patch(&mut value, &mutated.patch)

@@ -94,6 +94,11 @@ impl FromStr for RuleId {
     }
 }
 
+/// Longest denial message, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 249;
+/// Longest warning, in characters.
+pub const MAX_WARNING_CHARS: usize = 119;
+
 /// One rule that fired, with its one-line message (which starts with `[DTnnn] `).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Finding {
@@ -102,11 +107,19 @@ pub struct Finding {
 }
 
 impl Finding {
+    /// The message is cut to SPEC's limits (under 250 characters for a denial, under 120 for a
+    /// warning); the texts are written to fit, so only very long user values are ever cut.
     pub fn new(rule: RuleId, text: impl fmt::Display) -> Self {
-        Finding {
-            rule,
-            message: format!("[{rule}] {text}"),
+        let limit = match rule.severity() {
+            Severity::Deny => MAX_MESSAGE_CHARS,
+            Severity::Warn => MAX_WARNING_CHARS,
+        };
+        let mut message = format!("[{rule}] {text}");
+        if let Some((cut, _)) = message.char_indices().nth(limit - 1) {
+            message.truncate(cut);
+            message.push('…');
         }
+        Finding { rule, message }
     }
 }
 

@@ -122,18 +122,20 @@ pub trait ClusterView {
     ) -> Option<&DgdRecord>;
 
     /// A managed DGD in another k8s namespace whose path is `path` (DT009).
-    fn managed_at_elsewhere(&self, namespace: &str, path: &DynamoPath) -> Option<&DgdRecord>;
+    fn managed_at_elsewhere(
+        &self,
+        namespace: &str,
+        path: &DynamoPath,
+        skip: &dyn Fn(&DgdRecord) -> bool,
+    ) -> Option<&DgdRecord>;
 
     /// A DGD, managed or not, whose runtime token is `token` (DT004, DT008, DT011).
     fn with_token(&self, token: &str, skip: &dyn Fn(&DgdRecord) -> bool) -> Option<&DgdRecord>;
 
     /// A DGD whose token extends `token` at a `-` boundary without being a managed descendant of
     /// the same k8s namespace (DT008).
-    fn extending_token(
-        &self,
-        token: &str,
-        skip: &dyn Fn(&DgdRecord) -> bool,
-    ) -> Option<&DgdRecord>;
+    fn extending_token(&self, token: &str, skip: &dyn Fn(&DgdRecord) -> bool)
+    -> Option<&DgdRecord>;
 
     /// A DGD outside `namespace` whose token is `prefix` or starts with `prefix-` (DT011).
     fn captured_by_prefix(&self, prefix: &str, namespace: &str) -> Option<&DgdRecord>;
@@ -284,11 +286,11 @@ fn drop_slot_ordered(map: &mut BTreeMap<String, Vec<Slot>>, key: &str, slot: Slo
 
 /// Slots under the keys of `map` in `[from, to)`. Callers build `from < to` (they differ first at
 /// `-` against `.`), so `range` cannot panic.
-fn key_range<'a>(
-    map: &'a BTreeMap<String, Vec<Slot>>,
+fn key_range(
+    map: &BTreeMap<String, Vec<Slot>>,
     from: String,
     to: String,
-) -> impl Iterator<Item = &'a Slot> {
+) -> impl Iterator<Item = &Slot> {
     map.range::<str, _>((Bound::Included(from.as_str()), Bound::Excluded(to.as_str())))
         .flat_map(|(_, slots)| slots)
 }
@@ -309,9 +311,14 @@ impl ClusterView for DgdIndex {
         self.first(slots, |r| !skip(r))
     }
 
-    fn managed_at_elsewhere(&self, namespace: &str, path: &DynamoPath) -> Option<&DgdRecord> {
+    fn managed_at_elsewhere(
+        &self,
+        namespace: &str,
+        path: &DynamoPath,
+        skip: &dyn Fn(&DgdRecord) -> bool,
+    ) -> Option<&DgdRecord> {
         let slots = self.by_path_anywhere.get(path)?;
-        self.first(slots, |r| r.namespace != namespace)
+        self.first(slots, |r| r.namespace != namespace && !skip(r))
     }
 
     fn with_token(&self, token: &str, skip: &dyn Fn(&DgdRecord) -> bool) -> Option<&DgdRecord> {
@@ -411,7 +418,11 @@ mod tests {
     fn prefixes_capture_only_at_a_hyphen_boundary() {
         let index = DgdIndex::from_records([managed("team-y", "a", "llama")]);
         assert!(index.captured_by_prefix("team-y", "team-x").is_some());
-        assert!(index.captured_by_prefix("team-y--llama", "team-x").is_some());
+        assert!(
+            index
+                .captured_by_prefix("team-y--llama", "team-x")
+                .is_some()
+        );
         assert!(index.captured_by_prefix("team-y--ll", "team-x").is_none());
         assert!(index.captured_by_prefix("team-y", "team-y").is_none());
     }
