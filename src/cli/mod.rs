@@ -69,10 +69,14 @@ impl PolicyArgs {
 pub fn run() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(err) => {
-            let code = if err.use_stderr() { EXIT_USAGE } else { 0 };
+        Err(err) if !err.use_stderr() => {
+            // --help and --version print to stdout.
             let _ = err.print();
-            return ExitCode::from(code);
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            eprintln!("dynamo-tenancy: {}", one_line_usage_error(&err));
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     init_logging();
@@ -89,6 +93,18 @@ pub fn run() -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
     }
+}
+
+/// clap's usage errors span several lines; scripts and humans get one.
+fn one_line_usage_error(err: &clap::Error) -> String {
+    let rendered = err.render().to_string();
+    let parts: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with("For more information"))
+        .filter(|line| !line.starts_with("Usage:"))
+        .collect();
+    format!("{}; see --help", parts.join(" "))
 }
 
 fn init_logging() {
