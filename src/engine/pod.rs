@@ -131,6 +131,51 @@ fn has_value(entry: &Map<String, Value>, expected: &str) -> bool {
     entry.get("value").and_then(Value::as_str) == Some(expected) && !entry.contains_key("valueFrom")
 }
 
+/// Where a container's env differs from what its DGD needs: the mutating phase closes each gap,
+/// the validating phase denies the first (DT010).
+enum EnvGap<'a> {
+    /// The entry at `at` has another value, or a `valueFrom`.
+    Wrong {
+        at: usize,
+        name: &'static str,
+        expected: &'a str,
+        entry: &'a Map<String, Value>,
+    },
+    /// A required variable is absent.
+    Missing {
+        name: &'static str,
+        expected: &'a str,
+    },
+}
+
+fn env_gaps<'a>(
+    container: &'a Map<String, Value>,
+    expected: &[(&'static str, &'a str, Presence)],
+) -> Vec<EnvGap<'a>> {
+    let mut gaps = Vec::new();
+    for &(name, value, presence) in expected {
+        let mut found = false;
+        for (at, entry) in env_entries(container, name) {
+            found = true;
+            if !has_value(entry, value) {
+                gaps.push(EnvGap::Wrong {
+                    at,
+                    name,
+                    expected: value,
+                    entry,
+                });
+            }
+        }
+        if !found && presence == Presence::Required {
+            gaps.push(EnvGap::Missing {
+                name,
+                expected: value,
+            });
+        }
+    }
+    gaps
+}
+
 /// DT014. Both phases give it, in the same words: the API server keeps one copy of a warning.
 fn unknown_dgd(namespace: &str, name: &str) -> Finding {
     Finding::new(
@@ -169,23 +214,21 @@ pub fn mutate(
                 patch.add(base, Value::Array(entries));
             }
             Some(Value::Array(_)) => {
-                for (name, value, presence) in &expected {
-                    let mut found = false;
-                    for (at, entry) in env_entries(container, name) {
-                        found = true;
-                        if !has_value(entry, value) {
+                for gap in env_gaps(container, &expected) {
+                    match gap {
+                        EnvGap::Wrong {
+                            at, name, expected, ..
+                        } => {
                             let at = at.to_string();
                             patch.replace(
                                 base.into_iter().chain([at.as_str()]),
-                                json!({ "name": name, "value": value }),
+                                json!({ "name": name, "value": expected }),
                             );
                         }
-                    }
-                    if !found && *presence == Presence::Required {
-                        patch.add(
+                        EnvGap::Missing { name, expected } => patch.add(
                             base.into_iter().chain(["-"]),
-                            json!({ "name": name, "value": value }),
-                        );
+                            json!({ "name": name, "value": expected }),
+                        ),
                     }
                 }
             }
@@ -249,42 +292,42 @@ fn disagreement(
         ));
     }
     let expected = expected_env(pod, path, token, ctx);
-    for (_, _, container) in containers(pod) {
-        for (name, value, presence) in &expected {
-            let mut found = false;
-            for (_, entry) in env_entries(container, name) {
-                found = true;
-                if !has_value(entry, value) {
-                    let actual = match entry.get("value").and_then(Value::as_str) {
-                        _ if entry.contains_key("valueFrom") => "a valueFrom".to_owned(),
-                        Some(v) => quote(v),
-                        None => "empty".to_owned(),
-                    };
-                    return Some(Finding::new(
-                        RuleId::DT010,
-                        format_args!(
-                            "container {} env {name} is {actual} but DGD {} needs {}; remove the change or recreate the pod",
-                            quote(container_name(container)),
-                            quote(dgd),
-                            quote(value)
-                        ),
-                    ));
-                }
-            }
-            if !found && *presence == Presence::Required {
-                return Some(Finding::new(
-                    RuleId::DT010,
-                    format_args!(
-                        "container {} lacks env {name}={}, which DGD {} needs; recreate the pod through its DGD",
-                        quote(container_name(container)),
-                        quote(value),
-                        quote(dgd)
-                    ),
-                ));
-            }
+    let (container, gap) = containers(pod).find_map(|(_, _, container)| {
+        env_gaps(container, &expected)
+            .into_iter()
+            .next()
+            .map(|gap| (container, gap))
+    })?;
+    let container = quote(container_name(container));
+    let dgd = quote(dgd);
+    Some(match gap {
+        EnvGap::Wrong {
+            name,
+            expected,
+            entry,
+            ..
+        } => {
+            let actual = match entry.get("value").and_then(Value::as_str) {
+                _ if entry.contains_key("valueFrom") => "a valueFrom".to_owned(),
+                Some(v) => quote(v),
+                None => "empty".to_owned(),
+            };
+            Finding::new(
+                RuleId::DT010,
+                format_args!(
+                    "container {container} env {name} is {actual} but DGD {dgd} needs {}; remove the change or recreate the pod",
+                    quote(expected)
+                ),
+            )
         }
-    }
-    None
+        EnvGap::Missing { name, expected } => Finding::new(
+            RuleId::DT010,
+            format_args!(
+                "container {container} lacks env {name}={}, which DGD {dgd} needs; recreate the pod through its DGD",
+                quote(expected)
+            ),
+        ),
+    })
 }
 
 /// DT011: a pod that is not of a known managed DGD joins or reads another k8s namespace's plane.
