@@ -2,9 +2,13 @@
 //! DynamoGraphDeployments that share a cluster.
 //!
 //! [`engine`] holds every rule and knows nothing of HTTP, TLS or files; [`cli`] is a thin shell
-//! around it.
+//! around it, and so are [`server`] (the webhook) and [`cache`] (the watch that feeds
+//! the engine's view of the cluster).
 
+pub mod cache;
+pub mod certs;
 pub mod cli;
 pub mod documents;
 pub mod engine;
 pub mod existing;
+pub mod server;

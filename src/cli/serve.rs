@@ -1,18 +1,33 @@
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 
+use crate::server::{ServeConfig, TlsSource};
+
+fn duration(text: &str) -> Result<Duration, String> {
+    crate::server::app::parse_go_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration such as 500ms, 5s or 1m"))
+}
+
 #[derive(Args, Debug)]
+#[command(
+    after_help = "Without --dev, the cluster comes from --kubeconfig, $KUBECONFIG, \
+~/.kube/config or the pod's service account, in kube's usual order."
+)]
 pub struct ServeArgs {
-    /// HTTPS address of the webhook endpoints.
+    /// HTTPS address of /mutate and /validate.
     #[arg(long, default_value = "0.0.0.0:8443")]
-    listen: String,
+    listen: SocketAddr,
     /// Plain-HTTP address of /healthz, /readyz and /metrics.
     #[arg(long, default_value = "0.0.0.0:8080")]
-    health_listen: String,
-    #[arg(long, requires = "tls_key")]
+    health_listen: SocketAddr,
+    /// Serving certificate (PEM); reloaded when it changes.
+    #[arg(long, requires = "tls_key", required_unless_present = "dev")]
     tls_cert: Option<PathBuf>,
+    /// Private key of the serving certificate (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// Require client certificates signed by this CA (the API server's).
@@ -20,15 +35,45 @@ pub struct ServeArgs {
     client_ca: Option<PathBuf>,
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
-    /// No cluster: self-signed certificate, registry of the DGDs this server admitted.
-    #[arg(long)]
+    /// Watch only this k8s namespace's DGDs (repeatable); default: all namespaces.
+    #[arg(long = "watch-namespace", value_name = "NS")]
+    watch_namespaces: Vec<String>,
+    /// No cluster: a self-signed certificate, and the DGDs this server admitted as the registry.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "kubeconfig", "watch_namespaces"])]
     dev: bool,
-    #[arg(long, default_value = "./certs/dev", requires = "dev")]
+    /// Where --dev writes ca.crt.
+    #[arg(long, default_value = "./certs/dev")]
     dev_dir: PathBuf,
+    /// Re-read the certificate files this often, besides watching them.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    cert_poll: Duration,
+    /// After SIGTERM, keep serving (telling clients `Connection: close`) this long.
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    drain_delay: Duration,
+    /// After SIGTERM, exit within this time (keep it under terminationGracePeriodSeconds).
+    #[arg(long, default_value = "25s", value_parser = duration)]
+    shutdown_grace: Duration,
     #[command(flatten)]
     policy: super::PolicyArgs,
 }
 
-pub fn run(_args: ServeArgs) -> Result<ExitCode, String> {
-    super::not_yet("serve")
+pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
+    let tls = match (args.dev, args.tls_cert, args.tls_key) {
+        (true, _, _) => TlsSource::Dev { dir: args.dev_dir },
+        (false, Some(cert), Some(key)) => TlsSource::Files { cert, key },
+        _ => return Err("give --tls-cert and --tls-key, or --dev".to_owned()),
+    };
+    crate::server::run(ServeConfig {
+        listen: args.listen,
+        health_listen: args.health_listen,
+        tls,
+        client_ca: args.client_ca,
+        kubeconfig: args.kubeconfig,
+        watch_namespaces: args.watch_namespaces,
+        policy: args.policy.policy(),
+        cert_poll: args.cert_poll,
+        drain_delay: args.drain_delay,
+        shutdown_grace: args.shutdown_grace,
+    })?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,421 @@
+//! The admission endpoints: `POST /mutate` and `POST /validate`. Thin: check the HTTP envelope,
+//! parse, let the cache answer a pod's DGD (one live GET on a miss), call the engine, answer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, Version, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, Operation};
+
+use tower_http::catch_panic::CatchPanicLayer;
+
+use super::metrics::{Metrics, RequestLabels};
+use crate::cache::DgdCache;
+use crate::cache::lookup::{LiveLookup, Lookup};
+use crate::engine::pod::DGD_LABEL;
+use crate::engine::review::{encode_review, parse_request, respond};
+use crate::engine::{ClusterView, Context, Decision, DgdRecord, Phase, Policy, Subject, decide};
+
+/// Largest accepted body: the API server's own request limit is 3 MiB, objects up to 1.5 MiB in
+/// etcd, and a review carries the object twice on UPDATE.
+pub const MAX_BODY: usize = 7 * 1024 * 1024;
+/// Used when the API server sends no `?timeout=` (its default is 10 s; we keep well inside it).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time kept back from the API server's deadline for the answer to travel.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(250);
+/// A live GET never takes more than this, whatever the deadline.
+const MAX_LOOKUP: Duration = Duration::from_secs(2);
+
+pub struct AppState {
+    pub cache: Arc<DgdCache>,
+    pub policy: Policy,
+    pub metrics: Arc<Metrics>,
+    pub lookup: Option<LiveLookup>,
+    /// `serve --dev`: the DGDs this server admitted are the registry.
+    pub dev_registry: bool,
+    pub draining: Arc<AtomicBool>,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let draining = state.draining.clone();
+    let metrics = state.metrics.clone();
+    Router::new()
+        .route("/mutate", post(mutate))
+        .route("/validate", post(validate))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(CatchPanicLayer::custom(
+            move |_: Box<dyn std::any::Any + Send + 'static>| {
+                metrics.panicked();
+                tracing::error!("a review handler panicked; answered 500");
+                error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error while reviewing; see the webhook's log",
+                )
+            },
+        ))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            let draining = draining.clone();
+            close_when_draining(draining, req, next)
+        }))
+        .with_state(state)
+}
+
+/// While draining, HTTP/1 responses carry `Connection: close` so clients move to another replica.
+/// (HTTP/2 connections get a GOAWAY from the graceful shutdown instead.)
+async fn close_when_draining(draining: Arc<AtomicBool>, req: Request, next: Next) -> Response {
+    let http1 = req.version() < Version::HTTP_2;
+    let mut response = next.run(req).await;
+    if http1 && draining.load(Ordering::Relaxed) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+async fn mutate(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    within_deadline(state, Phase::Mutate, uri, headers, body).await
+}
+
+async fn validate(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    within_deadline(state, Phase::Validate, uri, headers, body).await
+}
+
+/// Answers before the API server's deadline, or fails fast with a clear error of our own rather
+/// than letting the API server time out.
+async fn within_deadline(
+    state: Arc<AppState>,
+    phase: Phase,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let budget = request_timeout(&uri).saturating_sub(DEADLINE_MARGIN);
+    let metrics = state.metrics.clone();
+    match tokio::time::timeout(budget, review(state, phase, uri, headers, body)).await {
+        Ok(response) => response,
+        Err(_) => {
+            metrics.bad_request(endpoint(phase));
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("no answer within the API server's deadline ({budget:?}); retry"),
+            )
+        }
+    }
+}
+
+/// An error answer: a Kubernetes `Status` object, which is what API clients expect to read.
+pub fn error_response(status: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "message": message,
+        "reason": status.canonical_reason().unwrap_or("Error").replace(' ', ""),
+        "code": status.as_u16(),
+    });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The API server's `?timeout=` (a Go duration such as `5s`), capped at its 30 s maximum.
+fn request_timeout(uri: &Uri) -> Duration {
+    uri.query()
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("timeout="))
+        .and_then(parse_go_duration)
+        .unwrap_or(DEFAULT_TIMEOUT)
+        .min(Duration::from_secs(30))
+}
+
+/// Parses Go's `time.Duration` text: a sequence of numbers with units h, m, s, ms, us/µs, ns.
+pub fn parse_go_duration(text: &str) -> Option<Duration> {
+    let mut total = 0f64;
+    let mut rest = text;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..number_len].parse().ok()?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        total += number * seconds;
+        rest = &rest[unit_len..];
+    }
+    Duration::try_from_secs_f64(total).ok()
+}
+
+fn endpoint(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Mutate => "mutate",
+        Phase::Validate => "validate",
+    }
+}
+
+async fn review(
+    state: Arc<AppState>,
+    phase: Phase,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let _in_flight = state.metrics.in_flight();
+    let endpoint = endpoint(phase);
+    let deadline = started + request_timeout(&uri).saturating_sub(DEADLINE_MARGIN);
+    let refuse = |status: StatusCode, message: &str| {
+        state.metrics.bad_request(endpoint);
+        tracing::warn!(endpoint, status = status.as_u16(), "{message}");
+        error_response(status, message)
+    };
+    if !is_json(&headers) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "Content-Type must be application/json (an admission.k8s.io/v1 AdmissionReview)",
+        );
+    }
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("body is larger than {MAX_BODY} bytes"),
+            );
+        }
+        Err(rejection) => return refuse(rejection.status(), &rejection.body_text()),
+    };
+    let req = match parse_request(&body) {
+        Ok(req) => req,
+        Err(err) => return refuse(StatusCode::BAD_REQUEST, &err.to_string()),
+    };
+    if let Some(lookup) = &state.lookup {
+        resolve_pod_dgd(&state, lookup, &req, deadline).await;
+    }
+    let decision = {
+        let view = state.cache.view();
+        let ctx = Context {
+            view: &*view,
+            policy: &state.policy,
+        };
+        decide(&req, phase, &ctx)
+    };
+    let decision = match decision {
+        Ok(decision) => decision,
+        Err(err) => return refuse(StatusCode::BAD_REQUEST, &err.to_string()),
+    };
+    if state.dev_registry && phase == Phase::Validate {
+        record_admitted(&state.cache, &req, &decision);
+    }
+    let response = respond(&req, &decision);
+    let body = encode_review(&response, false);
+    let elapsed = started.elapsed();
+    let verdict = if response.allowed {
+        "allowed"
+    } else {
+        "denied"
+    };
+    state.metrics.request(
+        RequestLabels {
+            endpoint,
+            kind: kind_label(&decision),
+            operation: operation_label(&req.operation),
+            verdict,
+        },
+        elapsed.as_secs_f64(),
+    );
+    log_review(endpoint, &req, &decision, verdict, elapsed);
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+/// A pod CREATE whose DGD the cache lacks: one live GET, bounded by the request's deadline. A
+/// found DGD joins the cache (the watch will confirm it); any failure leaves the miss path.
+async fn resolve_pod_dgd(
+    state: &AppState,
+    lookup: &LiveLookup,
+    req: &AdmissionRequest<DynamicObject>,
+    deadline: Instant,
+) {
+    if req.kind.kind != "Pod" || !req.kind.group.is_empty() || req.operation != Operation::Create {
+        return;
+    }
+    let Some(obj) = &req.object else { return };
+    let Some(name) = obj.metadata.labels.as_ref().and_then(|l| l.get(DGD_LABEL)) else {
+        return;
+    };
+    let namespace = req
+        .namespace
+        .as_deref()
+        .or(obj.metadata.namespace.as_deref())
+        .unwrap_or("default");
+    if state.cache.view().dgd(namespace, name).is_some() {
+        return;
+    }
+    let budget = deadline
+        .saturating_duration_since(Instant::now())
+        .min(MAX_LOOKUP);
+    match lookup.dgd(namespace, name, budget).await {
+        Lookup::Found(record) => {
+            state.metrics.live_lookup("found");
+            state.cache.upsert(record);
+        }
+        Lookup::Absent => state.metrics.live_lookup("absent"),
+        Lookup::Failed(err) => {
+            state.metrics.live_lookup("failed");
+            tracing::warn!(namespace, dgd = %name, error = %err, "live DGD lookup failed; taking the miss path");
+        }
+    }
+}
+
+/// `serve --dev`: the registry is the DGDs this server admitted (non-dry-run CREATE or UPDATE that
+/// passed validation), less those it was told were deleted.
+fn record_admitted(cache: &DgdCache, req: &AdmissionRequest<DynamicObject>, decision: &Decision) {
+    let is_dgd = req.kind.group == "nvidia.com" && req.kind.kind == "DynamoGraphDeployment";
+    if !is_dgd || req.dry_run || req.sub_resource.is_some() {
+        return;
+    }
+    let namespace = req.namespace.as_deref().unwrap_or("default");
+    match (&req.operation, &req.object) {
+        (Operation::Delete, _) => cache.remove(namespace, &req.name),
+        (Operation::Create | Operation::Update, Some(obj))
+            if decision.subject == Some(Subject::Dgd) && !decision.findings.denied() =>
+        {
+            let mut record = DgdRecord::from_object(obj, namespace);
+            if record.name.is_empty() {
+                record.name = req.name.clone();
+            }
+            cache.upsert(record);
+        }
+        _ => {}
+    }
+}
+
+fn kind_label(decision: &Decision) -> &'static str {
+    match decision.subject {
+        Some(Subject::Dgd) => "DynamoGraphDeployment",
+        Some(Subject::Pod) => "Pod",
+        _ => "other",
+    }
+}
+
+fn operation_label(operation: &Operation) -> &'static str {
+    match operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}
+
+/// One line per request. Never the body, never certificate material.
+fn log_review(
+    endpoint: &str,
+    req: &AdmissionRequest<DynamicObject>,
+    decision: &Decision,
+    verdict: &str,
+    elapsed: Duration,
+) {
+    let rules: Vec<&str> = decision
+        .findings
+        .rule_ids()
+        .into_iter()
+        .map(|r| r.as_str())
+        .collect();
+    let name = if req.name.is_empty() {
+        req.object
+            .as_ref()
+            .and_then(|o| o.metadata.generate_name.as_deref())
+            .unwrap_or("")
+    } else {
+        &req.name
+    };
+    let skipped = match &decision.subject {
+        Some(Subject::Skipped(reason)) => reason.as_str(),
+        _ => "",
+    };
+    tracing::info!(
+        endpoint,
+        uid = %req.uid,
+        kind = %req.kind.kind,
+        object = %format_args!("{}/{}", req.namespace.as_deref().unwrap_or(""), name),
+        operation = operation_label(&req.operation),
+        dry_run = req.dry_run,
+        verdict,
+        rules = %rules.join(","),
+        skipped,
+        latency_us = elapsed.as_micros() as u64,
+        "review"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("5s"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_go_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_go_duration(""), None);
+        assert_eq!(parse_go_duration("5"), None);
+        assert_eq!(parse_go_duration("5x"), None);
+        let uri: Uri = "/mutate?timeout=5s".parse().unwrap();
+        assert_eq!(request_timeout(&uri), Duration::from_secs(5));
+        let uri: Uri = "/mutate?timeout=99m".parse().unwrap();
+        assert_eq!(request_timeout(&uri), Duration::from_secs(30));
+        let uri: Uri = "/mutate".parse().unwrap();
+        assert_eq!(request_timeout(&uri), DEFAULT_TIMEOUT);
+    }
+}
