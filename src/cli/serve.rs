@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::server::{ServeConfig, TlsSource};
+use crate::server::{Cluster, ServeConfig, TlsSource};
 
 fn duration(text: &str) -> Result<Duration, String> {
     crate::server::app::parse_go_duration(text)
@@ -38,10 +38,11 @@ pub struct ServeArgs {
     /// Watch only this k8s namespace's DGDs (repeatable); default: all namespaces.
     #[arg(long = "watch-namespace", value_name = "NS")]
     watch_namespaces: Vec<String>,
-    /// No cluster: a self-signed certificate, and the DGDs this server admitted as the registry.
-    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "kubeconfig", "watch_namespaces"])]
+    /// No cluster: the DGDs this server admitted are the registry; without --tls-cert, a
+    /// self-signed certificate for localhost. For trying it out, not for production.
+    #[arg(long, conflicts_with_all = ["kubeconfig", "watch_namespaces"])]
     dev: bool,
-    /// Where --dev writes ca.crt.
+    /// Where --dev writes ca.crt (when it generates the certificate).
     #[arg(long, default_value = "./certs/dev")]
     dev_dir: PathBuf,
     /// Re-read the certificate files this often, besides watching them.
@@ -58,18 +59,25 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
-    let tls = match (args.dev, args.tls_cert, args.tls_key) {
-        (true, _, _) => TlsSource::Dev { dir: args.dev_dir },
-        (false, Some(cert), Some(key)) => TlsSource::Files { cert, key },
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => TlsSource::Files { cert, key },
+        _ if args.dev => TlsSource::Generated { dir: args.dev_dir },
         _ => return Err("give --tls-cert and --tls-key, or --dev".to_owned()),
+    };
+    let cluster = if args.dev {
+        Cluster::Dev
+    } else {
+        Cluster::Kube {
+            kubeconfig: args.kubeconfig,
+            namespaces: args.watch_namespaces,
+        }
     };
     crate::server::run(ServeConfig {
         listen: args.listen,
         health_listen: args.health_listen,
         tls,
         client_ca: args.client_ca,
-        kubeconfig: args.kubeconfig,
-        watch_namespaces: args.watch_namespaces,
+        cluster,
         policy: args.policy.policy(),
         cert_poll: args.cert_poll,
         drain_delay: args.drain_delay,

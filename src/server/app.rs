@@ -46,11 +46,17 @@ pub struct AppState {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
+    let routes = Router::new()
+        .route("/mutate", post(mutate))
+        .route("/validate", post(validate));
+    with_layers(routes, state)
+}
+
+/// Body limit, panic safety net and draining behaviour around `routes`.
+fn with_layers(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
     let draining = state.draining.clone();
     let metrics = state.metrics.clone();
-    Router::new()
-        .route("/mutate", post(mutate))
-        .route("/validate", post(validate))
+    routes
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(CatchPanicLayer::custom(
             move |_: Box<dyn std::any::Any + Send + 'static>| {
@@ -401,6 +407,50 @@ fn log_review(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_becomes_a_counted_500() {
+        use tower::ServiceExt;
+        let state = Arc::new(AppState {
+            cache: Arc::new(DgdCache::synced_empty()),
+            policy: Policy::default(),
+            metrics: Arc::new(Metrics::new()),
+            lookup: None,
+            dev_registry: false,
+            draining: Arc::new(AtomicBool::new(false)),
+        });
+        let routes = Router::new().route(
+            "/boom",
+            post(|| async {
+                let fail = true;
+                if fail {
+                    panic!("boom");
+                }
+                "unreachable"
+            }),
+        );
+        let app = with_layers(routes, state.clone());
+        for _ in 0..2 {
+            let request = Request::post("/boom")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(status["code"], 500);
+        }
+        assert!(
+            state
+                .metrics
+                .encode()
+                .contains("dynamo_tenancy_handler_panics_total 2"),
+            "{}",
+            state.metrics.encode()
+        );
+    }
 
     #[test]
     fn go_durations() {

@@ -33,9 +33,21 @@ pub enum TlsSource {
         key: PathBuf,
     },
     /// Generated at start; the CA is written to `dir/ca.crt`.
-    Dev {
+    Generated {
         dir: PathBuf,
     },
+}
+
+/// Where the view of existing DGDs comes from.
+#[derive(Debug, Clone)]
+pub enum Cluster {
+    /// A watch through kube's usual configuration (or `kubeconfig`).
+    Kube {
+        kubeconfig: Option<PathBuf>,
+        namespaces: Vec<String>,
+    },
+    /// `serve --dev`: no cluster; the DGDs this server admitted are the registry.
+    Dev,
 }
 
 #[derive(Debug, Clone)]
@@ -44,8 +56,7 @@ pub struct ServeConfig {
     pub health_listen: SocketAddr,
     pub tls: TlsSource,
     pub client_ca: Option<PathBuf>,
-    pub kubeconfig: Option<PathBuf>,
-    pub watch_namespaces: Vec<String>,
+    pub cluster: Cluster,
     pub policy: Policy,
     /// Backstop re-read of the certificate files.
     pub cert_poll: Duration,
@@ -99,10 +110,10 @@ async fn kube_client(kubeconfig: Option<&Path>) -> Result<Client, String> {
 async fn serve(config: ServeConfig) -> Result<(), String> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = Arc::new(Metrics::new());
-    let dev = matches!(config.tls, TlsSource::Dev { .. });
+    let dev = matches!(config.cluster, Cluster::Dev);
     let certs = match &config.tls {
         TlsSource::Files { cert, key } => CertStore::from_files(cert, key, metrics.clone())?,
-        TlsSource::Dev { dir } => dev_certificate(dir, metrics.clone())?,
+        TlsSource::Generated { dir } => dev_certificate(dir, metrics.clone())?,
     };
     let tls_config = tls::server_config(certs.clone(), config.client_ca.as_deref())?;
     let https = bind(config.listen, "--listen").await?;
@@ -112,17 +123,21 @@ async fn serve(config: ServeConfig) -> Result<(), String> {
         .local_addr()
         .map_err(|e| format!("--health-listen: {e}"))?;
 
-    let (cache, lookup, watch_task) = if dev {
-        (Arc::new(DgdCache::synced_empty()), None, None)
-    } else {
-        let client = kube_client(config.kubeconfig.as_deref()).await?;
-        let cache = Arc::new(DgdCache::new());
-        let task = tokio::spawn(crate::cache::watch::run(
-            client.clone(),
-            config.watch_namespaces.clone(),
-            cache.clone(),
-        ));
-        (cache, Some(LiveLookup::new(client)), Some(task))
+    let (cache, lookup, watch_task) = match &config.cluster {
+        Cluster::Dev => (Arc::new(DgdCache::synced_empty()), None, None),
+        Cluster::Kube {
+            kubeconfig,
+            namespaces,
+        } => {
+            let client = kube_client(kubeconfig.as_deref()).await?;
+            let cache = Arc::new(DgdCache::new());
+            let task = tokio::spawn(crate::cache::watch::run(
+                client.clone(),
+                namespaces.clone(),
+                cache.clone(),
+            ));
+            (cache, Some(LiveLookup::new(client)), Some(task))
+        }
     };
 
     let draining = Arc::new(AtomicBool::new(false));
@@ -159,13 +174,16 @@ async fn serve(config: ServeConfig) -> Result<(), String> {
     ));
 
     tracing::info!(listen = %https_addr, health = %health_addr, dev, "serving");
+    if dev {
+        eprintln!("dynamo-tenancy: dev mode: no cluster; the DGDs admitted here are the registry");
+    }
     // A stable line for people and scripts (tests read the ports from it when given port 0).
     eprintln!("dynamo-tenancy: serving https://{https_addr} (health http://{health_addr})");
-    if let TlsSource::Dev { dir } = &config.tls {
+    if let TlsSource::Generated { dir } = &config.tls {
         let ca = dir.join("ca.crt");
         let port = https_addr.port();
         eprintln!(
-            "dynamo-tenancy: dev mode: self-signed, no cluster, the DGDs admitted here are the registry. CA: {ca}\n  try: curl --cacert {ca} -H 'Content-Type: application/json' --data-binary @examples/reviews/dgd-create.json https://localhost:{port}/validate",
+            "dynamo-tenancy: self-signed certificate for localhost; CA: {ca}\n  try: curl --cacert {ca} -H 'Content-Type: application/json' --data-binary @examples/reviews/dgd-create.json https://localhost:{port}/validate",
             ca = ca.display()
         );
     }

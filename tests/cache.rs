@@ -1,0 +1,319 @@
+//! The server's DGD cache against an in-process fake API server that speaks the real list and
+//! watch JSON (tests/support/fake_api.rs): after each event the verdicts change as they should.
+
+mod common;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use hyper::Version;
+use serde_json::{Value, json};
+use support::FakeApi;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn dgd(namespace: &str, name: &str, path: Option<&str>) -> Value {
+    let mut obj = json!({
+        "apiVersion": "nvidia.com/v1alpha1",
+        "kind": "DynamoGraphDeployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"services": {"Frontend": {"componentType": "frontend", "replicas": 1}}},
+    });
+    if let Some(path) = path {
+        obj["metadata"]["annotations"] = json!({"nvidia.com/dynamo-namespace-path": path});
+    }
+    obj
+}
+
+/// A validating CREATE review of DGD `namespace/name` at `path`.
+fn create_review(namespace: &str, name: &str, path: &str) -> Vec<u8> {
+    review_with(
+        &repo("examples/reviews/dgd-create.json"),
+        &format!("uid-{name}"),
+        |r| {
+            r["request"]["namespace"] = json!(namespace);
+            r["request"]["name"] = json!(name);
+            let meta = &mut r["request"]["object"]["metadata"];
+            meta["namespace"] = json!(namespace);
+            meta["name"] = json!(name);
+            meta["uid"] = json!(format!("uid-of-{name}"));
+            meta["annotations"] = json!({"nvidia.com/dynamo-namespace-path": path});
+        },
+    )
+}
+
+/// A pod CREATE review of a frontend of DGD `namespace/dgd`.
+fn pod_review(namespace: &str, dgd: &str) -> Vec<u8> {
+    review_with(&repo("examples/reviews/pod-create.json"), "uid-pod", |r| {
+        r["request"]["namespace"] = json!(namespace);
+        let meta = &mut r["request"]["object"]["metadata"];
+        meta["namespace"] = json!(namespace);
+        meta["labels"]["nvidia.com/dynamo-graph-deployment-name"] = json!(dgd);
+    })
+}
+
+struct Setup {
+    _dir: TempDir,
+    server: Server,
+    client: HttpsClient,
+}
+
+/// The binary with real certificate files and the fake API server as its cluster.
+async fn start(api: &FakeApi, extra: &[&str]) -> Setup {
+    let dir = TempDir::new("cache");
+    let pair = dynamo_tenancy::certs::generate("test CA", &["localhost".to_owned()], 1).unwrap();
+    let (cert, key, kubeconfig) = (
+        dir.path().join("tls.crt"),
+        dir.path().join("tls.key"),
+        dir.path().join("kubeconfig"),
+    );
+    std::fs::write(&cert, &pair.cert_pem).unwrap();
+    std::fs::write(&key, &pair.key_pem).unwrap();
+    api.write_kubeconfig(&kubeconfig);
+    let mut args = vec![
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let server = Server::start(&args);
+    let client = client(&[pair.ca_cert_pem.as_bytes()], Version::HTTP_2);
+    Setup {
+        _dir: dir,
+        server,
+        client,
+    }
+}
+
+impl Setup {
+    async fn validate(&self, body: Vec<u8>) -> Answer {
+        post(&self.client, &self.server.url("/validate?timeout=5s"), body)
+            .await
+            .unwrap()
+    }
+
+    async fn mutate(&self, body: Vec<u8>) -> Answer {
+        post(&self.client, &self.server.url("/mutate?timeout=5s"), body)
+            .await
+            .unwrap()
+    }
+
+    /// Waits until a validating CREATE of `name` at `path` gets `rule` (None: allowed).
+    async fn until_verdict(&self, namespace: &str, name: &str, path: &str, rule: Option<&str>) {
+        let started = Instant::now();
+        loop {
+            let answer = self.validate(create_review(namespace, name, path)).await;
+            if denial_rule(&answer).as_deref() == rule {
+                return;
+            }
+            assert!(
+                started.elapsed() < WAIT,
+                "CREATE {namespace}/{name} at {path}: expected {rule:?}, still {}",
+                answer.json
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn patched(answer: &Answer) -> bool {
+    answer.json["response"].get("patch").is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verdicts_follow_list_watch_drop_and_410() {
+    let api = FakeApi::start().await;
+    api.create_dgd(dgd("team-x", "a", Some("default/model1")));
+    api.create_dgd(dgd("team-y", "c", Some("default/other")));
+    let setup = start(&api, &[]).await;
+    eventually(WAIT, "/readyz after the initial list", || async {
+        matches!(get(&setup.server.health_url("/readyz")).await, Ok((200, _)))
+    })
+    .await;
+    let requests = api.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r
+                .starts_with("GET /apis/nvidia.com/v1alpha1/dynamographdeployments?&limit=500")),
+        "{requests:?}"
+    );
+
+    // From the initial list: a is at default/model1 in team-x.
+    let answer = setup
+        .validate(create_review("team-x", "b", "default/model1"))
+        .await;
+    assert_eq!(
+        denial_rule(&answer).as_deref(),
+        Some("DT003"),
+        "{}",
+        answer.json
+    );
+    assert!(
+        answer.json["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("team-x/a")
+    );
+
+    // ADDED: an unmanaged DGD; its pods are left alone.
+    api.create_dgd(dgd("team-x", "legacy", None));
+    eventually(WAIT, "ADDED legacy reaches the cache", || async {
+        let answer = setup.mutate(pod_review("team-x", "legacy")).await;
+        answer.json["response"]["allowed"] == true
+            && answer.json["response"].get("warnings").is_none()
+            && !patched(&answer)
+    })
+    .await;
+    // MODIFIED: adopted at default/legacy; now its pods are told their path.
+    api.update_dgd(dgd("team-x", "legacy", Some("default/legacy")));
+    eventually(WAIT, "MODIFIED legacy adopts it", || async {
+        patched(&setup.mutate(pod_review("team-x", "legacy")).await)
+    })
+    .await;
+
+    // DELETED: default/model1 is free again.
+    api.delete_dgd("team-x", "a");
+    setup
+        .until_verdict("team-x", "b", "default/model1", None)
+        .await;
+
+    // A bookmark changes nothing.
+    api.bookmark();
+    setup
+        .until_verdict("team-y", "d", "default/other", Some("DT003"))
+        .await;
+
+    // A dropped watch: the watcher re-watches from its last resourceVersion.
+    let lists_before = count_lists(&api);
+    api.drop_watches();
+    api.create_dgd(dgd("team-x", "e", Some("default/after-drop")));
+    setup
+        .until_verdict("team-x", "e2", "default/after-drop", Some("DT003"))
+        .await;
+    assert_eq!(
+        count_lists(&api),
+        lists_before,
+        "a dropped watch must not relist"
+    );
+
+    // 410 Gone: the watcher relists and catches up.
+    api.expire();
+    api.create_dgd(dgd("team-x", "f", Some("default/after-expiry")));
+    api.delete_dgd("team-x", "e");
+    setup
+        .until_verdict("team-x", "f2", "default/after-expiry", Some("DT003"))
+        .await;
+    setup
+        .until_verdict("team-x", "e2", "default/after-drop", None)
+        .await;
+    assert!(
+        count_lists(&api) > lists_before,
+        "410 must trigger a relist"
+    );
+
+    let (_, metrics) = get(&setup.server.health_url("/metrics")).await.unwrap();
+    assert!(
+        metrics.contains("dynamo_tenancy_cache_synced 1"),
+        "{metrics}"
+    );
+    // c, legacy and f remain.
+    assert!(metrics.contains("dynamo_tenancy_cache_dgds 3"), "{metrics}");
+}
+
+fn count_lists(api: &FakeApi) -> usize {
+    api.requests()
+        .iter()
+        .filter(|r| r.starts_with("GET ") && r.contains("limit=500") && !r.contains("watch=true"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_waits_for_the_cache() {
+    let api = FakeApi::start().await;
+    api.set_delay(
+        "GET",
+        "/apis/nvidia.com/v1alpha1/dynamographdeployments?&limit",
+        Duration::from_millis(1500),
+    );
+    let setup = start(&api, &[]).await;
+    let (status, body) = get(&setup.server.health_url("/readyz")).await.unwrap();
+    assert_eq!(status, 503);
+    assert!(body.contains("DGD cache not synced"), "{body}");
+    eventually(WAIT, "ready after the slow list", || async {
+        matches!(get(&setup.server.health_url("/readyz")).await, Ok((200, _)))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_of_an_uncached_dgd_gets_one_live_get() {
+    let api = FakeApi::start().await;
+    // The server watches team-z only, so DGDs of team-x reach it only by the live GET.
+    let setup = start(&api, &["--watch-namespace", "team-z"]).await;
+    eventually(WAIT, "ready", || async {
+        matches!(get(&setup.server.health_url("/readyz")).await, Ok((200, _)))
+    })
+    .await;
+    api.create_dgd(dgd("team-x", "fresh", Some("default/fresh")));
+    let answer = setup.mutate(pod_review("team-x", "fresh")).await;
+    assert!(patched(&answer), "{}", answer.json);
+    let gets = |name: &str| {
+        let path = format!(
+            "GET /apis/nvidia.com/v1alpha1/namespaces/team-x/dynamographdeployments/{name}"
+        );
+        api.requests()
+            .iter()
+            .filter(|r| r.starts_with(&path))
+            .count()
+    };
+    assert_eq!(gets("fresh"), 1);
+    // Found once, it is cached: no second GET.
+    setup.mutate(pod_review("team-x", "fresh")).await;
+    assert_eq!(gets("fresh"), 1);
+
+    // Unknown even after the GET: admitted unchanged with DT014.
+    let answer = setup.mutate(pod_review("team-x", "ghost")).await;
+    assert_eq!(answer.json["response"]["allowed"], true);
+    assert!(!patched(&answer));
+    assert!(
+        answer.json["response"]["warnings"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("[DT014]")
+    );
+    assert_eq!(gets("ghost"), 1);
+
+    // The API server failing or hanging never blocks the pod, and the answer beats the deadline.
+    api.fail_next(
+        "GET",
+        "/apis/nvidia.com/v1alpha1/namespaces/team-x/dynamographdeployments/broken",
+        500,
+        10,
+    );
+    let answer = setup.mutate(pod_review("team-x", "broken")).await;
+    assert_eq!(answer.json["response"]["allowed"], true, "{}", answer.json);
+    api.set_delay(
+        "GET",
+        "/apis/nvidia.com/v1alpha1/namespaces/team-x/dynamographdeployments/slow",
+        Duration::from_secs(20),
+    );
+    let started = Instant::now();
+    let answer = post(
+        &setup.client,
+        &setup.server.url("/mutate?timeout=2s"),
+        pod_review("team-x", "slow"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.json["response"]["allowed"], true, "{}", answer.json);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+}
