@@ -317,3 +317,48 @@ async fn a_pod_of_an_uncached_dgd_gets_one_live_get() {
         started.elapsed()
     );
 }
+
+/// Not a CI test: `bench/load.sh` runs it (release build) to report the server's memory with
+/// 10,000 DGDs received through the real list and watch path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn rss_with_10000_dgds_from_the_watch() {
+    let api = FakeApi::start().await;
+    let upstream: Value = {
+        let text =
+            std::fs::read_to_string(shared("upstream/dynamo/examples-vllm__agg.yaml")).unwrap();
+        let docs = dynamo_tenancy::documents::parse_documents(&text).unwrap();
+        docs.into_iter()
+            .find(|d| d.value["kind"] == "DynamoGraphDeployment")
+            .unwrap()
+            .value
+    };
+    for i in 0..10_000 {
+        let mut obj = upstream.clone();
+        obj["metadata"] = json!({
+            "name": format!("dgd-{i}"),
+            "namespace": format!("ns-{}", i % 100),
+            "annotations": {"nvidia.com/dynamo-namespace-path": format!("default/team-{}/model-{i}", i % 7)},
+        });
+        obj["spec"]["dynamoNamespace"] = json!(format!("default/team-{}/model-{i}", i % 7));
+        api.create_dgd(obj);
+    }
+    let setup = start(&api, &[]).await;
+    let empty = FakeApi::start().await;
+    let baseline = start(&empty, &[]).await;
+    for server in [&setup.server, &baseline.server] {
+        eventually(Duration::from_secs(60), "ready", || async {
+            matches!(get(&server.health_url("/readyz")).await, Ok((200, _)))
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, metrics) = get(&setup.server.health_url("/metrics")).await.unwrap();
+    assert!(metrics.contains("dynamo_tenancy_cache_dgds 10000"));
+    println!(
+        "RSS with 10,000 DGDs from the watch: {:.1} MiB (peak {:.1} MiB); with none: {:.1} MiB",
+        setup.server.memory_kib("VmRSS") as f64 / 1024.0,
+        setup.server.memory_kib("VmHWM") as f64 / 1024.0,
+        baseline.server.memory_kib("VmRSS") as f64 / 1024.0,
+    );
+}

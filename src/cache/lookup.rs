@@ -32,7 +32,7 @@ impl LiveLookup {
             Err(_) => Lookup::Failed(format!("no answer within {timeout:?}")),
             Ok(Err(err)) => Lookup::Failed(err.to_string()),
             Ok(Ok(None)) => Lookup::Absent,
-            Ok(Ok(Some(obj))) => Lookup::Found(DgdRecord::from_object(&obj, namespace)),
+            Ok(Ok(Some(obj))) => Lookup::Found(obj.record(namespace)),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! missing gets one live GET ([`lookup`]) before the miss path.
 
 pub mod lookup;
+pub mod stub;
 pub mod watch;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +25,15 @@ impl DgdCache {
 
     /// A cache that needs no initial list (`serve --dev`).
     pub fn synced_empty() -> Self {
-        let cache = Self::new();
+        Self::synced_with(DgdIndex::new())
+    }
+
+    /// A cache that starts from `index` and needs no initial list (`serve --dev --existing`).
+    pub fn synced_with(index: DgdIndex) -> Self {
+        let cache = DgdCache {
+            index: RwLock::new(index),
+            synced: AtomicBool::new(false),
+        };
         cache.mark_synced();
         cache
     }

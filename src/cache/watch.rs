@@ -7,31 +7,24 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 
 use super::DgdCache;
+use super::stub::DgdStub;
 use crate::engine::DgdRecord;
 
-/// The DynamoGraphDeployment resource (nvidia.com/v1alpha1, plural dynamographdeployments).
-pub fn dgd_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("nvidia.com", "v1alpha1", "DynamoGraphDeployment"),
-        "dynamographdeployments",
-    )
-}
-
-pub fn dgd_api(client: Client, namespace: Option<&str>) -> Api<DynamicObject> {
-    let resource = dgd_resource();
+/// DGDs (nvidia.com/v1alpha1) of one k8s namespace, or of all.
+pub fn dgd_api(client: Client, namespace: Option<&str>) -> Api<DgdStub> {
     match namespace {
-        Some(ns) => Api::namespaced_with(client, ns, &resource),
-        None => Api::all_with(client, &resource),
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
     }
 }
 
-fn record(obj: &DynamicObject) -> DgdRecord {
-    DgdRecord::from_object(obj, "default")
+fn record(obj: &DgdStub) -> DgdRecord {
+    obj.record("default")
 }
 
 /// Runs the watches until the task is dropped. The cache is marked synced once every scope has

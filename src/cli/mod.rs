@@ -37,7 +37,7 @@ enum LogFormat {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the admission webhook server.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Answer one AdmissionReview from stdin, as the webhook would.
     Review(review::ReviewArgs),
     /// Check DGD manifests offline with the webhook's rules.
@@ -90,7 +90,7 @@ pub fn run() -> ExitCode {
     };
     init_logging(cli.log_format);
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Review(args) => review::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Certs(args) => certs::run(args),

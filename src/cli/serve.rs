@@ -42,6 +42,9 @@ pub struct ServeArgs {
     /// self-signed certificate for localhost. For trying it out, not for production.
     #[arg(long, conflicts_with_all = ["kubeconfig", "watch_namespaces"])]
     dev: bool,
+    /// With --dev: DGDs the registry starts with (YAML or JSON, as for `review --existing`).
+    #[arg(long, requires = "dev")]
+    existing: Option<PathBuf>,
     /// Where --dev writes ca.crt (when it generates the certificate).
     #[arg(long, default_value = "./certs/dev")]
     dev_dir: PathBuf,
@@ -65,7 +68,16 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
         _ => return Err("give --tls-cert and --tls-key, or --dev".to_owned()),
     };
     let cluster = if args.dev {
-        Cluster::Dev
+        let seed = match &args.existing {
+            Some(file) => {
+                let text = std::fs::read_to_string(file)
+                    .map_err(|e| format!("--existing {}: {e}", file.display()))?;
+                crate::existing::index_from_text(&text, "default")
+                    .map_err(|e| format!("--existing {}: {e}", file.display()))?
+            }
+            None => crate::engine::DgdIndex::new(),
+        };
+        Cluster::Dev { seed }
     } else {
         Cluster::Kube {
             kubeconfig: args.kubeconfig,

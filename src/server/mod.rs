@@ -46,8 +46,8 @@ pub enum Cluster {
         kubeconfig: Option<PathBuf>,
         namespaces: Vec<String>,
     },
-    /// `serve --dev`: no cluster; the DGDs this server admitted are the registry.
-    Dev,
+    /// `serve --dev`: no cluster; the DGDs this server admitted (after `seed`) are the registry.
+    Dev { seed: crate::engine::DgdIndex },
 }
 
 #[derive(Debug, Clone)]
@@ -110,7 +110,7 @@ async fn kube_client(kubeconfig: Option<&Path>) -> Result<Client, String> {
 async fn serve(config: ServeConfig) -> Result<(), String> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = Arc::new(Metrics::new());
-    let dev = matches!(config.cluster, Cluster::Dev);
+    let dev = matches!(config.cluster, Cluster::Dev { .. });
     let certs = match &config.tls {
         TlsSource::Files { cert, key } => CertStore::from_files(cert, key, metrics.clone())?,
         TlsSource::Generated { dir } => dev_certificate(dir, metrics.clone())?,
@@ -123,8 +123,8 @@ async fn serve(config: ServeConfig) -> Result<(), String> {
         .local_addr()
         .map_err(|e| format!("--health-listen: {e}"))?;
 
-    let (cache, lookup, watch_task) = match &config.cluster {
-        Cluster::Dev => (Arc::new(DgdCache::synced_empty()), None, None),
+    let (cache, lookup, watch_task) = match config.cluster {
+        Cluster::Dev { seed } => (Arc::new(DgdCache::synced_with(seed)), None, None),
         Cluster::Kube {
             kubeconfig,
             namespaces,
@@ -133,7 +133,7 @@ async fn serve(config: ServeConfig) -> Result<(), String> {
             let cache = Arc::new(DgdCache::new());
             let task = tokio::spawn(crate::cache::watch::run(
                 client.clone(),
-                namespaces.clone(),
+                namespaces,
                 cache.clone(),
             ));
             (cache, Some(LiveLookup::new(client)), Some(task))

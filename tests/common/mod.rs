@@ -125,6 +125,21 @@ impl Server {
         format!("http://{}{path}", self.health)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Resident memory of the server process, in KiB (`VmRSS`, or `VmHWM` for the peak).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kib| kib.parse().ok())
+            .unwrap()
+    }
+
     pub fn sigterm(&self) {
         let pid = self.child.as_ref().unwrap().id();
         let status = Command::new("kill")
