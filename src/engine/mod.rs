@@ -10,7 +10,9 @@ pub mod rules;
 pub mod view;
 
 pub use path::DynamoPath;
-pub use review::{Decision, Phase, ReviewError, Subject, decide, review_both, review_json};
+pub use review::{
+    Decision, Phase, ReviewError, Subject, apply_mutation, chain, decide, review_both, review_json,
+};
 pub use rules::{Finding, Findings, Policy, RuleId};
 pub use view::{ClusterView, DgdIndex, DgdRecord, DgdState};
 

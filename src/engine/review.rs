@@ -233,22 +233,40 @@ pub fn review_both(
     if mutated.findings.denied() || matches!(mutated.subject, Some(Subject::Skipped(_))) {
         return Ok((respond(req, &mutated), mutated));
     }
-    let mut patched_req = req.clone();
-    if !mutated.patch.is_empty() {
-        let obj = req
-            .object
-            .as_ref()
-            .ok_or(ReviewError::MissingObject("object"))?;
-        let mut value = serde_json::to_value(obj)
-            .map_err(|err| ReviewError::Malformed(format!("object: {err}")))?;
-        json_patch::patch(&mut value, &mutated.patch)
-            .map_err(|err| ReviewError::Malformed(format!("the patch does not apply: {err}")))?;
-        patched_req.object = Some(
-            serde_json::from_value(value)
-                .map_err(|err| ReviewError::Malformed(format!("patched object: {err}")))?,
-        );
+    let patched = apply_mutation(req, &mutated)?;
+    let validated = decide(&patched, Phase::Validate, ctx)?;
+    let decision = chain(mutated, validated);
+    Ok((respond(req, &decision), decision))
+}
+
+/// The request as the validating phase sees it: `mutated`'s patch applied to the object.
+pub fn apply_mutation(
+    req: &AdmissionRequest<DynamicObject>,
+    mutated: &Decision,
+) -> Result<AdmissionRequest<DynamicObject>, ReviewError> {
+    let mut patched = req.clone();
+    if mutated.patch.is_empty() {
+        return Ok(patched);
     }
-    let mut validated = decide(&patched_req, Phase::Validate, ctx)?;
+    let obj = req
+        .object
+        .as_ref()
+        .ok_or(ReviewError::MissingObject("object"))?;
+    let mut value = serde_json::to_value(obj)
+        .map_err(|err| ReviewError::Malformed(format!("object: {err}")))?;
+    json_patch::patch(&mut value, &mutated.patch)
+        .map_err(|err| ReviewError::Malformed(format!("the patch does not apply: {err}")))?;
+    patched.object = Some(
+        serde_json::from_value(value)
+            .map_err(|err| ReviewError::Malformed(format!("patched object: {err}")))?,
+    );
+    Ok(patched)
+}
+
+/// The chain's combined decision: the validating verdict, the warnings of both phases without
+/// duplicates, and the mutating patch unless the request is denied (a denied request is not
+/// patched).
+pub fn chain(mutated: Decision, mut validated: Decision) -> Decision {
     let mut warnings = mutated.findings.warnings;
     for warning in validated.findings.warnings.drain(..) {
         if !warnings.contains(&warning) {
@@ -256,14 +274,12 @@ pub fn review_both(
         }
     }
     validated.findings.warnings = warnings;
-    validated.patch = mutated.patch;
-    if validated.findings.denied() {
-        // A denied request is not patched; keep the patch out of the answer as the API server would.
-        let response = respond(req, &validated);
-        validated.patch = Vec::new();
-        return Ok((response, validated));
-    }
-    Ok((respond(req, &validated), validated))
+    validated.patch = if validated.findings.denied() {
+        Vec::new()
+    } else {
+        mutated.patch
+    };
+    validated
 }
 
 /// The AdmissionReview body for `response`, in the API server's wire form.
