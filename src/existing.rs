@@ -63,11 +63,14 @@ pub fn index_from_text(text: &str, default_namespace: &str) -> Result<DgdIndex, 
             serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
         documents.into_iter().map(|d| (json_line, d)).collect()
     } else {
-        serde_saphyr::from_multiple::<Spanned<Document>>(text)
-            .map_err(|e| format!("invalid YAML: {}", first_line(&e.to_string())))?
-            .into_iter()
-            .map(|d| (d.referenced.line().max(1), d.value))
-            .collect()
+        serde_saphyr::from_multiple_with_options::<Spanned<Document>>(
+            text,
+            crate::documents::yaml_options(text),
+        )
+        .map_err(|e| format!("invalid YAML: {}", first_line(&e.to_string())))?
+        .into_iter()
+        .map(|d| (d.referenced.line().max(1), d.value))
+        .collect()
     };
     let mut stubs = Vec::new();
     for (line, document) in documents {

@@ -12,3 +12,4 @@ pub mod documents;
 pub mod engine;
 pub mod existing;
 pub mod server;
+pub mod validator;

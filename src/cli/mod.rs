@@ -128,9 +128,3 @@ fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
 }
-
-/// Subcommands whose issue has not landed yet.
-fn not_yet(what: &str) -> Result<ExitCode, String> {
-    eprintln!("dynamo-tenancy: {what} is not yet implemented");
-    Ok(ExitCode::from(EXIT_USAGE))
-}

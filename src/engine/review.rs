@@ -248,19 +248,63 @@ pub fn apply_mutation(
     if mutated.patch.is_empty() {
         return Ok(patched);
     }
-    let obj = req
+    let obj = patched
         .object
-        .as_ref()
+        .as_mut()
         .ok_or(ReviewError::MissingObject("object"))?;
-    let mut value = serde_json::to_value(obj)
-        .map_err(|err| ReviewError::Malformed(format!("object: {err}")))?;
-    json_patch::patch(&mut value, &mutated.patch)
-        .map_err(|err| ReviewError::Malformed(format!("the patch does not apply: {err}")))?;
-    patched.object = Some(
-        serde_json::from_value(value)
-            .map_err(|err| ReviewError::Malformed(format!("patched object: {err}")))?,
-    );
+    patch_object(obj, &mutated.patch)?;
     Ok(patched)
+}
+
+/// Applies `ops` to `obj`. The engine's patches add, replace or remove members under `metadata`
+/// or the object's other fields, which `DynamicObject` keeps apart (typed `metadata`, untyped
+/// `data`): each part is patched where it lives, and only `metadata`, which is small, goes
+/// through JSON and back. Anything else takes the round trip of the whole object.
+fn patch_object(obj: &mut DynamicObject, ops: &[PatchOperation]) -> Result<(), ReviewError> {
+    let fail = |err: json_patch::PatchError| {
+        ReviewError::Malformed(format!("the patch does not apply: {err}"))
+    };
+    let first_token = |op: &PatchOperation| {
+        let path = match op {
+            PatchOperation::Add(op) => &op.path,
+            PatchOperation::Replace(op) => &op.path,
+            PatchOperation::Remove(op) => &op.path,
+            _ => return None,
+        };
+        path.tokens().next().map(|t| t.decoded().into_owned())
+    };
+    let tokens: Option<Vec<String>> = ops.iter().map(first_token).collect();
+    let split = tokens.filter(|tokens| {
+        obj.data.is_object()
+            && tokens
+                .iter()
+                .all(|t| !matches!(t.as_str(), "apiVersion" | "kind"))
+    });
+    let Some(tokens) = split else {
+        let mut value = serde_json::to_value(&*obj)
+            .map_err(|err| ReviewError::Malformed(format!("object: {err}")))?;
+        json_patch::patch(&mut value, ops).map_err(fail)?;
+        *obj = serde_json::from_value(value)
+            .map_err(|err| ReviewError::Malformed(format!("patched object: {err}")))?;
+        return Ok(());
+    };
+    let (metadata_ops, data_ops): (Vec<_>, Vec<_>) = ops
+        .iter()
+        .zip(&tokens)
+        .partition(|(_, token)| token.as_str() == "metadata");
+    let data_ops: Vec<PatchOperation> = data_ops.into_iter().map(|(op, _)| op.clone()).collect();
+    json_patch::patch(&mut obj.data, &data_ops).map_err(fail)?;
+    if !metadata_ops.is_empty() {
+        let metadata_ops: Vec<PatchOperation> =
+            metadata_ops.into_iter().map(|(op, _)| op.clone()).collect();
+        let metadata = serde_json::to_value(&obj.metadata)
+            .map_err(|err| ReviewError::Malformed(format!("metadata: {err}")))?;
+        let mut wrapper = serde_json::json!({ "metadata": metadata });
+        json_patch::patch(&mut wrapper, &metadata_ops).map_err(fail)?;
+        obj.metadata = serde_json::from_value(wrapper["metadata"].take())
+            .map_err(|err| ReviewError::Malformed(format!("patched metadata: {err}")))?;
+    }
+    Ok(())
 }
 
 /// The chain's combined decision: the validating verdict, the warnings of both phases without
@@ -343,4 +387,38 @@ pub fn encode_review(response: &AdmissionResponse, pretty: bool) -> Vec<u8> {
         serde_json::to_vec(&wire)
     };
     encoded.expect("plain strings, booleans and maps always serialise")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{DgdIndex, DgdRecord, DynamoPath, Policy};
+
+    /// The split patching of `patch_object` gives what patching the whole object's JSON gives.
+    #[test]
+    fn split_patching_equals_the_round_trip() {
+        let mut view = DgdIndex::new();
+        view.upsert(DgdRecord::managed(
+            "team-a",
+            "llama",
+            None,
+            DynamoPath::parse("default/llama").unwrap(),
+        ));
+        let policy = Policy::default();
+        let ctx = Context {
+            view: &view,
+            policy: &policy,
+        };
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/reviews");
+        for file in ["dgd-create.json", "pod-create.json"] {
+            let body = std::fs::read(dir.join(file)).unwrap();
+            let req = parse_request(&body).unwrap();
+            let mutated = decide(&req, Phase::Mutate, &ctx).unwrap();
+            assert!(!mutated.patch.is_empty(), "{file}: no patch to test");
+            let fast = apply_mutation(&req, &mutated).unwrap().object.unwrap();
+            let mut slow = serde_json::to_value(req.object.as_ref().unwrap()).unwrap();
+            json_patch::patch(&mut slow, &mutated.patch).unwrap();
+            assert_eq!(serde_json::to_value(&fast).unwrap(), slow, "{file}");
+        }
+    }
 }
