@@ -193,3 +193,93 @@ fn every_subcommand_answers_help() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
     }
 }
+
+#[test]
+fn validate_prints_one_line_per_object_and_a_summary() {
+    let file = temp_file(
+        "validate-text.yaml",
+        "apiVersion: nvidia.com/v1alpha1\nkind: DynamoGraphDeployment\nmetadata: {name: a, namespace: team-x}\nspec: {dynamoNamespace: llama}\n---\napiVersion: nvidia.com/v1alpha1\nkind: DynamoGraphDeployment\nmetadata: {name: b, namespace: team-x}\nspec: {dynamoNamespace: default/llama}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
+    );
+    let source = file.to_str().unwrap();
+    let out = run(&["validate", source], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "{source}:1: DynamoGraphDeployment team-x/a: denied at default/llama: [DT003] "
+        )),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].ends_with("taken by DGD team-x/b"), "{}", lines[0]);
+    assert!(
+        lines[1].starts_with(&format!(
+            "{source}:6: DynamoGraphDeployment team-x/b: denied"
+        )),
+        "{}",
+        lines[1]
+    );
+    assert_eq!(
+        lines[2],
+        "2 DGDs in 1 source: 0 admitted, 2 denied, 0 name clashes, 0 errors, 0 warnings; \
+         1 other document skipped"
+    );
+    assert!(out.stderr.is_empty());
+
+    let alone = temp_file(
+        "validate-alone.yaml",
+        "apiVersion: nvidia.com/v1alpha1\nkind: DynamoGraphDeployment\nmetadata: {name: a}\n",
+    );
+    let out = run(&["validate", alone.to_str().unwrap()], b"");
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(": DynamoGraphDeployment default/a: admitted at default (token default)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn validate_names_the_unreadable_file_in_one_line_and_exits_2() {
+    let out = run(&["validate", "/nonexistent/dgds.yaml"], b"");
+    let err = one_line_error(&out);
+    assert!(
+        err.contains("/nonexistent/dgds.yaml: No such file"),
+        "{err}"
+    );
+    let err = one_line_error(&run(&["validate"], b""));
+    assert!(err.contains("PATHS"), "{err}");
+    let err = one_line_error(&run(&["validate", "-", "-"], b""));
+    assert!(err.contains("given twice"), "{err}");
+}
+
+#[test]
+fn certs_refuses_to_overwrite_a_key_and_bad_names() {
+    let dir = std::env::temp_dir().join(format!("dynamo-tenancy-certs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out_dir = dir.to_str().unwrap();
+    let first = run(&["certs", "--out", out_dir], b"");
+    assert_eq!(first.status.code(), Some(0));
+    for file in ["ca.crt", "tls.crt", "tls.key", "caBundle"] {
+        assert!(dir.join(file).is_file(), "{file} written");
+    }
+    let key = std::fs::read(dir.join("tls.key")).unwrap();
+    let err = one_line_error(&run(&["certs", "--out", out_dir], b""));
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read(dir.join("tls.key")).unwrap(), key, "key kept");
+    let forced = run(&["certs", "--out", out_dir, "--force"], b"");
+    assert_eq!(forced.status.code(), Some(0));
+    assert_ne!(
+        std::fs::read(dir.join("tls.key")).unwrap(),
+        key,
+        "key replaced"
+    );
+    let err = one_line_error(&run(
+        &["certs", "--out", out_dir, "--service", "Hook_1"],
+        b"",
+    ));
+    assert!(err.contains("--service \"Hook_1\""), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

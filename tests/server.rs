@@ -485,3 +485,74 @@ async fn certificate_rotation_by_symlink_swap_without_a_failed_request() {
         "{log}"
     );
 }
+
+/// `certs` writes what the manifests' self-signed variant needs, and the server presents it as the
+/// API server will check it: for the Service's DNS name, chained to the CA of `caBundle`.
+#[tokio::test]
+async fn certs_output_serves_the_service_dns_names() {
+    use base64::Engine as _;
+    use rustls::pki_types::ServerName;
+
+    let dir = TempDir::new("certs-serve");
+    let out = dir.path().join("certs");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_dynamo-tenancy"))
+        .args(["certs", "--out", out.to_str().unwrap()])
+        .args(["--service", "hook", "--namespace", "tenancy"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let ca = std::fs::read(out.join("ca.crt")).unwrap();
+    let bundle = std::fs::read_to_string(out.join("caBundle")).unwrap();
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(bundle.trim())
+            .unwrap(),
+        ca,
+        "caBundle is the CA in base64"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(out.join("tls.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the key is private");
+    }
+    let (cert, key) = (out.join("tls.crt"), out.join("tls.key"));
+    let server = Server::start(&[
+        "--dev",
+        "--dev-dir",
+        dir.path().join("dev").to_str().unwrap(),
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = std::sync::Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots(&[&ca]))
+            .with_no_client_auth(),
+    );
+    for name in [
+        "hook",
+        "hook.tenancy",
+        "hook.tenancy.svc",
+        "hook.tenancy.svc.cluster.local",
+    ] {
+        let tcp = tokio::net::TcpStream::connect(&server.https).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(tls.clone());
+        let name = ServerName::try_from(name.to_owned()).unwrap();
+        connector
+            .connect(name.clone(), tcp)
+            .await
+            .unwrap_or_else(|e| panic!("{name:?}: {e}"));
+    }
+    let tcp = tokio::net::TcpStream::connect(&server.https).await.unwrap();
+    let other = ServerName::try_from("other.tenancy.svc").unwrap();
+    let refused = tokio_rustls::TlsConnector::from(tls)
+        .connect(other, tcp)
+        .await;
+    assert!(refused.is_err(), "a name outside the Service's is refused");
+}
