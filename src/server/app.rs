@@ -25,6 +25,10 @@ use crate::engine::pod::DGD_LABEL;
 use crate::engine::review::{encode_review, parse_request, respond};
 use crate::engine::{ClusterView, Context, Decision, DgdRecord, Phase, Policy, Subject, decide};
 
+/// Path of the mutating endpoint (the webhook configurations' `clientConfig.service.path`).
+pub const MUTATE_PATH: &str = "/mutate";
+/// Path of the validating endpoint.
+pub const VALIDATE_PATH: &str = "/validate";
 /// Largest accepted body: the API server's own request limit is 3 MiB, objects up to 1.5 MiB in
 /// etcd, and a review carries the object twice on UPDATE.
 pub const MAX_BODY: usize = 7 * 1024 * 1024;
@@ -47,8 +51,8 @@ pub struct AppState {
 
 pub fn router(state: Arc<AppState>) -> Router {
     let routes = Router::new()
-        .route("/mutate", post(mutate))
-        .route("/validate", post(validate));
+        .route(MUTATE_PATH, post(mutate))
+        .route(VALIDATE_PATH, post(validate));
     with_layers(routes, state)
 }
 

@@ -13,6 +13,13 @@ use axum::routing::get;
 use super::metrics::Metrics;
 use crate::cache::DgdCache;
 
+/// Liveness: answers while the process runs.
+pub const HEALTHZ_PATH: &str = "/healthz";
+/// Readiness: certificate loaded, DGD cache synced, not shutting down.
+pub const READYZ_PATH: &str = "/readyz";
+/// Prometheus text.
+pub const METRICS_PATH: &str = "/metrics";
+
 pub struct Health {
     pub cache: Arc<DgdCache>,
     pub metrics: Arc<Metrics>,
@@ -22,9 +29,9 @@ pub struct Health {
 
 pub fn router(health: Arc<Health>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route(HEALTHZ_PATH, get(|| async { "ok\n" }))
+        .route(READYZ_PATH, get(readyz))
+        .route(METRICS_PATH, get(metrics))
         .with_state(health)
 }
 
