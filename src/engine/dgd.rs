@@ -8,6 +8,7 @@ use kube::core::admission::Operation;
 use serde_json::Value;
 
 use super::Context;
+use super::claim::Claim;
 use super::patch::PatchBuilder;
 use super::path::{DynamoPath, quote, quote_within};
 use super::rules::{Finding, Findings, RuleId};
@@ -295,15 +296,18 @@ pub fn validate(
     old: Option<&DynamicObject>,
     findings: &mut Findings,
     ctx: &Context<'_>,
-) {
+) -> Option<Claim> {
     let policy = ctx.policy;
     let plan = match plan(operation, obj, old) {
-        Err(denial) => return findings.add(denial, policy),
+        Err(denial) => {
+            findings.add(denial, policy);
+            return None;
+        }
         Ok(plan) => plan,
     };
     let (path, check_uniqueness, adopting) = match plan {
         Plan::LeaveUnmanaged => {
-            return findings.add(
+            findings.add(
                 Finding::new(
                     RuleId::DT013,
                     format_args!(
@@ -312,6 +316,7 @@ pub fn validate(
                 ),
                 policy,
             );
+            return None;
         }
         Plan::Keep(path) => (path, false, false),
         Plan::New { path, adopting } => (path, true, adopting),
@@ -351,6 +356,13 @@ pub fn validate(
             policy,
         );
     }
+    // A new (namespace, path) is only as unique as the claim the server then makes for it.
+    (check_uniqueness && !findings.denied()).then(|| Claim {
+        namespace: namespace.to_owned(),
+        path,
+        name: identity.name.to_owned(),
+        uid: identity.uid.map(str::to_owned),
+    })
 }
 
 /// DT006: `globalDynamoNamespace` would let a tenant escape its subtree.

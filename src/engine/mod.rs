@@ -1,6 +1,7 @@
 //! The policy engine: an admission request plus a read-only view of the cluster in, a verdict out.
 //! No I/O: the server, the CLI and the cache are shells around [`review`].
 
+pub mod claim;
 pub mod dgd;
 pub mod patch;
 pub mod path;
@@ -9,6 +10,7 @@ pub mod review;
 pub mod rules;
 pub mod view;
 
+pub use claim::Claim;
 pub use path::DynamoPath;
 pub use review::{
     Decision, Phase, ReviewError, Subject, apply_mutation, chain, decide, review_both, review_json,

@@ -8,6 +8,7 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 
 use super::Context;
+use super::claim::Claim;
 use super::patch::PatchBuilder;
 use super::rules::Findings;
 use super::{dgd, pod};
@@ -43,6 +44,9 @@ pub struct Decision {
     pub findings: Findings,
     pub patch: Vec<PatchOperation>,
     pub subject: Option<Subject>,
+    /// Validating phase: the (namespace, path) the server must claim before the admission stands
+    /// (SPEC section 7). Set only when nothing else denies.
+    pub claim: Option<Claim>,
 }
 
 /// A request the engine cannot judge: the API server never sends one, so it is the caller's fault.
@@ -137,19 +141,22 @@ pub fn decide(
     let namespace = namespace_of(req);
     let mut findings = Findings::default();
     let mut patch = PatchBuilder::default();
+    let mut claim = None;
     match (&subject, phase) {
         (Subject::Dgd, Phase::Mutate) => {
             dgd::mutate(&req.operation, obj, old, &mut findings, &mut patch, ctx)
         }
-        (Subject::Dgd, Phase::Validate) => dgd::validate(
-            &req.operation,
-            namespace,
-            &req.name,
-            obj,
-            old,
-            &mut findings,
-            ctx,
-        ),
+        (Subject::Dgd, Phase::Validate) => {
+            claim = dgd::validate(
+                &req.operation,
+                namespace,
+                &req.name,
+                obj,
+                old,
+                &mut findings,
+                ctx,
+            )
+        }
         (Subject::Pod, Phase::Mutate) => {
             if req.operation == Operation::Create {
                 pod::mutate(obj, namespace, &mut findings, &mut patch, ctx)
@@ -167,6 +174,7 @@ pub fn decide(
         patch.into_ops()
     };
     Ok(Decision {
+        claim: claim.filter(|_| !findings.denied()),
         findings,
         patch,
         subject: Some(subject),
