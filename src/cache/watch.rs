@@ -65,7 +65,7 @@ pub async fn run(client: Client, namespaces: Vec<String>, cache: Arc<DgdCache>) 
             Ok(Event::Apply(obj)) => cache.upsert(record(&obj)),
             Ok(Event::Delete(obj)) => {
                 if let (Some(ns), Some(name)) = (&obj.metadata.namespace, &obj.metadata.name) {
-                    cache.remove(ns, name);
+                    cache.deleted(ns, name, obj.metadata.uid.as_deref());
                 }
             }
             Err(err) => {
