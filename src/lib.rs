@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod certs;
+pub mod claims;
 pub mod cli;
 pub mod documents;
 pub mod engine;

@@ -57,6 +57,14 @@ pub struct ServeArgs {
     /// After SIGTERM, exit within this time (keep it under terminationGracePeriodSeconds).
     #[arg(long, default_value = "25s", value_parser = duration)]
     shutdown_grace: Duration,
+    /// Do not claim paths through the API server (SPEC section 7): uniqueness then rests on the
+    /// cache alone and two DGDs created at once can share a path. For measurement, or clusters
+    /// where the webhook may not write Leases.
+    #[arg(long, conflicts_with = "dev")]
+    no_claims: bool,
+    /// How often to free claims whose DGD is gone (the garbage collector's backstop); 0s: never.
+    #[arg(long, default_value = "5m", value_parser = duration)]
+    claim_sweep: Duration,
     #[command(flatten)]
     policy: super::PolicyArgs,
 }
@@ -82,6 +90,8 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
         Cluster::Kube {
             kubeconfig: args.kubeconfig,
             namespaces: args.watch_namespaces,
+            claims: !args.no_claims,
+            claim_sweep: args.claim_sweep,
         }
     };
     crate::server::run(ServeConfig {

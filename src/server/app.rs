@@ -21,6 +21,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use super::metrics::{Metrics, RequestLabels};
 use crate::cache::DgdCache;
 use crate::cache::lookup::{LiveLookup, Lookup};
+use crate::claims::Claims;
 use crate::engine::pod::DGD_LABEL;
 use crate::engine::review::{encode_review, parse_request, respond};
 use crate::engine::{ClusterView, Context, Decision, DgdRecord, Phase, Policy, Subject, decide};
@@ -38,12 +39,16 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEADLINE_MARGIN: Duration = Duration::from_millis(250);
 /// A live GET never takes more than this, whatever the deadline.
 const MAX_LOOKUP: Duration = Duration::from_secs(2);
+/// Kept back from the deadline by a claim, so that its denial is answered rather than cut off.
+const CLAIM_MARGIN: Duration = Duration::from_millis(100);
 
 pub struct AppState {
     pub cache: Arc<DgdCache>,
     pub policy: Policy,
     pub metrics: Arc<Metrics>,
     pub lookup: Option<LiveLookup>,
+    /// Claims through the API server (SPEC section 7); `None` in `serve --dev` and `--no-claims`.
+    pub claims: Option<Claims>,
     /// `serve --dev`: the DGDs this server admitted are the registry.
     pub dev_registry: bool,
     pub draining: Arc<AtomicBool>,
@@ -255,10 +260,18 @@ async fn review(
         };
         decide(&req, phase, &ctx)
     };
-    let decision = match decision {
+    let mut decision = match decision {
         Ok(decision) => decision,
         Err(err) => return refuse(StatusCode::BAD_REQUEST, &err.to_string()),
     };
+    if let (Some(claims), Some(claim)) = (&state.claims, decision.claim.take()) {
+        let budget = deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(CLAIM_MARGIN);
+        if let Err(denial) = claims.claim(&claim, req.dry_run, budget).await {
+            decision.findings.add(denial, &state.policy);
+        }
+    }
     if state.dev_registry && phase == Phase::Validate {
         record_admitted(&state.cache, &req, &decision);
     }
@@ -420,6 +433,7 @@ mod tests {
             policy: Policy::default(),
             metrics: Arc::new(Metrics::new()),
             lookup: None,
+            claims: None,
             dev_registry: false,
             draining: Arc::new(AtomicBool::new(false)),
         });

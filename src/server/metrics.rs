@@ -42,6 +42,15 @@ pub struct Metrics {
     cert_expiry: Gauge<f64, AtomicU64>,
     cert_reloads: Family<ResultLabels, Counter>,
     cert_last_reload_ok: Gauge,
+    claims: Family<ClaimLabels, Counter>,
+    claim_latency: Histogram,
+    claims_collected: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClaimLabels {
+    result: &'static str,
+    dry_run: &'static str,
 }
 
 impl Default for Metrics {
@@ -128,8 +137,29 @@ impl Metrics {
             "1 if the last certificate reload succeeded (or none happened yet), 0 if it was refused",
             cert_last_reload_ok.clone(),
         );
+        let claims = Family::<ClaimLabels, Counter>::default();
+        registry.register(
+            "claims",
+            "Path claims made or checked (dry run) for DGD admissions, by result",
+            claims.clone(),
+        );
+        let claim_latency = Histogram::new(BUCKETS);
+        registry.register(
+            "claim_duration_seconds",
+            "Time spent claiming a path at the API server",
+            claim_latency.clone(),
+        );
+        let claims_collected = Counter::default();
+        registry.register(
+            "claims_collected",
+            "Claims deleted by the collector because their DGD was gone",
+            claims_collected.clone(),
+        );
         Metrics {
             registry,
+            claims,
+            claim_latency,
+            claims_collected,
             requests,
             latency,
             in_flight,
@@ -202,6 +232,20 @@ impl Metrics {
             .get_or_create(&ResultLabels { result })
             .inc();
         self.cert_last_reload_ok.set(ok.into());
+    }
+}
+
+impl Metrics {
+    pub fn claim(&self, result: &'static str, dry_run: bool, seconds: f64) {
+        let dry_run = if dry_run { "true" } else { "false" };
+        self.claims
+            .get_or_create(&ClaimLabels { result, dry_run })
+            .inc();
+        self.claim_latency.observe(seconds);
+    }
+
+    pub fn claim_collected(&self) {
+        self.claims_collected.inc();
     }
 }
 

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::cache::DgdCache;
 use crate::cache::lookup::LiveLookup;
+use crate::claims::Claims;
 use crate::engine::Policy;
 use app::AppState;
 use health::Health;
@@ -45,6 +46,10 @@ pub enum Cluster {
     Kube {
         kubeconfig: Option<PathBuf>,
         namespaces: Vec<String>,
+        /// Claim paths through the API server (SPEC section 7).
+        claims: bool,
+        /// How often the collector frees claims whose DGD is gone; zero turns it off.
+        claim_sweep: Duration,
     },
     /// `serve --dev`: no cluster; the DGDs this server admitted (after `seed`) are the registry.
     Dev { seed: crate::engine::DgdIndex },
@@ -123,20 +128,34 @@ async fn serve(config: ServeConfig) -> Result<(), String> {
         .local_addr()
         .map_err(|e| format!("--health-listen: {e}"))?;
 
-    let (cache, lookup, watch_task) = match config.cluster {
+    let mut background = Vec::new();
+    let (cache, lookup, claims) = match config.cluster {
         Cluster::Dev { seed } => (Arc::new(DgdCache::synced_with(seed)), None, None),
         Cluster::Kube {
             kubeconfig,
             namespaces,
+            claims,
+            claim_sweep,
         } => {
             let client = kube_client(kubeconfig.as_deref()).await?;
             let cache = Arc::new(DgdCache::new());
-            let task = tokio::spawn(crate::cache::watch::run(
+            background.push(tokio::spawn(crate::cache::watch::run(
                 client.clone(),
-                namespaces,
+                namespaces.clone(),
                 cache.clone(),
-            ));
-            (cache, Some(LiveLookup::new(client)), Some(task))
+            )));
+            if claims && !claim_sweep.is_zero() {
+                background.push(tokio::spawn(crate::claims::collector::run(
+                    client.clone(),
+                    cache.clone(),
+                    metrics.clone(),
+                    namespaces,
+                    claim_sweep,
+                )));
+            }
+            let claims =
+                claims.then(|| Claims::new(client.clone(), cache.clone(), metrics.clone()));
+            (cache, Some(LiveLookup::new(client)), claims)
         }
     };
 
@@ -163,6 +182,7 @@ async fn serve(config: ServeConfig) -> Result<(), String> {
         policy: config.policy.clone(),
         metrics,
         lookup,
+        claims,
         dev_registry: dev,
         draining: draining.clone(),
     });
@@ -202,7 +222,7 @@ async fn serve(config: ServeConfig) -> Result<(), String> {
     }
     cert_watch.abort();
     health_server.abort();
-    if let Some(task) = watch_task {
+    for task in background {
         task.abort();
     }
     Ok(())
