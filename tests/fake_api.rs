@@ -4,6 +4,7 @@
 //! `shared/captured/api/` (Status bodies byte for byte, objects byte for byte once the
 //! server-generated uid/resourceVersion/timestamps are aligned, lists and watch events by shape).
 
+mod common;
 mod support;
 
 use std::collections::BTreeMap;

@@ -189,6 +189,11 @@ impl FakeApi {
         });
     }
 
+    /// Forgets every pending `fail_next`.
+    pub fn clear_failures(&self) {
+        self.inner.lock().failures.clear();
+    }
+
     /// Delays matching requests (method or `"*"`, `path?query` prefix) before they are answered.
     /// The latest matching rule wins; `Duration::ZERO` removes the delay.
     pub fn set_delay(&self, method: &str, path_prefix: &str, delay: Duration) {

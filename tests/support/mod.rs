@@ -3,5 +3,6 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod fake_api;
+pub mod webhook;
 
 pub use fake_api::FakeApi;
