@@ -98,6 +98,8 @@ struct Expect {
     unchanged: bool,
     /// The object after applying the patch, as changes to the request's object.
     patched: Option<Changes>,
+    /// The path the validating phase asks the server to claim (SPEC section 7), or `none`.
+    claim: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -176,12 +178,18 @@ fn check(
         if req.namespace.as_deref().is_none_or(str::is_empty) {
             req.namespace = Some(namespace.to_owned());
         }
-        let response = match phase {
-            PhaseName::Both => review_both(&req, &ctx)?.0,
-            PhaseName::Mutate => respond(&req, &decide(&req, Phase::Mutate, &ctx)?),
-            PhaseName::Validate => respond(&req, &decide(&req, Phase::Validate, &ctx)?),
+        let (response, decision) = match phase {
+            PhaseName::Both => review_both(&req, &ctx)?,
+            PhaseName::Mutate => {
+                let decision = decide(&req, Phase::Mutate, &ctx)?;
+                (respond(&req, &decision), decision)
+            }
+            PhaseName::Validate => {
+                let decision = decide(&req, Phase::Validate, &ctx)?;
+                (respond(&req, &decision), decision)
+            }
         };
-        Ok((req, response))
+        Ok((req, response, decision.claim))
     });
     if let Some(wanted) = &expect.error {
         return match answer {
@@ -196,7 +204,26 @@ fn check(
             Ok(_) => Err(format!("expected the error {wanted:?}, got an answer").into()),
         };
     }
-    let (req, response) = answer.map_err(|e| format!("unexpected error: {e}"))?;
+    let (req, response, claim) = answer.map_err(|e| format!("unexpected error: {e}"))?;
+    if let Some(wanted) = &expect.claim {
+        let got = claim.as_ref().map_or("none", |c| c.path.as_str());
+        ensure(
+            got == wanted,
+            format!("claim of {got:?}, expected {wanted:?}"),
+        )?;
+        if let Some(claim) = &claim {
+            let meta = &review["request"]["object"]["metadata"];
+            ensure(
+                meta["uid"].as_str() == claim.uid.as_deref()
+                    && (meta["name"] == claim.name.as_str()
+                        || review["request"]["name"] == claim.name.as_str()),
+                format!(
+                    "claim held by {}/{:?}, not the request's object",
+                    claim.name, claim.uid
+                ),
+            )?;
+        }
+    }
     let wire: Value = serde_json::from_slice(&encode_review(&response, false)).unwrap();
     let response = &wire["response"];
     ensure(
@@ -576,6 +603,7 @@ fn upstream_create_admitted(dgd: Value, namespace: &str, path: &str) -> Result<(
             set,
             remove: vec![],
         }),
+        claim: Some(path.to_string()),
     };
     check(
         &review,
