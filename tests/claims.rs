@@ -500,3 +500,59 @@ async fn the_collector_frees_claims_whose_dgd_is_gone() {
         "{metrics}"
     );
 }
+
+/// Not a CI test (`bench/claims.sh` runs it on a release build): the latency a claim adds to a
+/// DGD CREATE, one round trip to the API server (here the in-process fake), against a replica
+/// started with `--no-claims`; and pod reviews on both, which make no API call at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn claim_latency() {
+    let api = FakeApi::start().await;
+    api.create_dgd(dgd("team-x", "llama", Some("default/llama")));
+    let with = start(&api, &[]).await;
+    let without = start(&api, &["--no-claims"]).await;
+    with.ready().await;
+    without.ready().await;
+    const N: usize = 2000;
+    let percentiles = |mut samples: Vec<Duration>| {
+        samples.sort();
+        let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+        format!(
+            "p50 {:>7.0} µs   p99 {:>7.0} µs",
+            at(0.5).as_secs_f64() * 1e6,
+            at(0.99).as_secs_f64() * 1e6
+        )
+    };
+    for (label, setup) in [("claims", &with), ("no claims", &without)] {
+        // Warm the connection.
+        for i in 0..50 {
+            setup
+                .validate(create_review("team-w", &format!("warm-{i}"), "default"))
+                .await;
+        }
+        let mut dgd_samples = Vec::with_capacity(N);
+        for i in 0..N {
+            let review = create_review(
+                "team-x",
+                &format!("{label}-{i}"),
+                &format!("default/{}-{i}", label.replace(' ', "-")),
+            );
+            let started = Instant::now();
+            let answer = setup.validate(review).await;
+            dgd_samples.push(started.elapsed());
+            assert_eq!(answer.json["response"]["allowed"], true, "{}", answer.json);
+        }
+        let mut pod_samples = Vec::with_capacity(N);
+        for _ in 0..N {
+            let started = Instant::now();
+            let answer = setup.mutate(pod_review("team-x", "llama")).await;
+            pod_samples.push(started.elapsed());
+            assert!(patched(&answer));
+        }
+        println!(
+            "{label:>10}: DGD CREATE (validate) {}   |   Pod CREATE (mutate) {}",
+            percentiles(dgd_samples),
+            percentiles(pod_samples)
+        );
+    }
+}
