@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// After SIGTERM, exit within this time (keep it under terminationGracePeriodSeconds).
     #[arg(long, default_value = "25s", value_parser = duration)]
     shutdown_grace: Duration,
+    /// Reviews answered at once. Past this, a review is refused at once with 503 and
+    /// Retry-After, so the API server applies the failurePolicy instead of waiting out its timeout.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_in_flight: u32,
     /// Do not claim paths through the API server (SPEC section 7): uniqueness then rests on the
     /// cache alone and two DGDs created at once can share a path. For measurement, or clusters
     /// where the webhook may not write Leases.
@@ -104,6 +108,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
         cert_poll: args.cert_poll,
         drain_delay: args.drain_delay,
         shutdown_grace: args.shutdown_grace,
+        max_in_flight: args.max_in_flight as usize,
     })?;
     Ok(ExitCode::SUCCESS)
 }

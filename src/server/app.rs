@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Semaphore;
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -52,6 +54,8 @@ pub struct AppState {
     /// `serve --dev`: the DGDs this server admitted are the registry.
     pub dev_registry: bool,
     pub draining: Arc<AtomicBool>,
+    /// Reviews answered at once; past this, new ones are shed (`--max-in-flight`).
+    pub max_in_flight: usize,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -61,10 +65,12 @@ pub fn router(state: Arc<AppState>) -> Router {
     with_layers(routes, state)
 }
 
-/// Body limit, panic safety net and draining behaviour around `routes`.
+/// Body limit, panic safety net, load shedding and draining behaviour around `routes`.
 fn with_layers(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
     let draining = state.draining.clone();
     let metrics = state.metrics.clone();
+    let slots = Arc::new(Semaphore::new(state.max_in_flight));
+    let shed_metrics = state.metrics.clone();
     routes
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(CatchPanicLayer::custom(
@@ -78,10 +84,36 @@ fn with_layers(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
             },
         ))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
+            shed_when_full(slots.clone(), shed_metrics.clone(), req, next)
+        }))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
             let draining = draining.clone();
             close_when_draining(draining, req, next)
         }))
         .with_state(state)
+}
+
+/// Past capacity a review is refused at once, before its body is read: 503 with `Retry-After`,
+/// so the API server applies the webhook's failurePolicy now instead of after its timeout, and
+/// the reviews being served keep their latency. Memory stays bounded by the same limit.
+async fn shed_when_full(
+    slots: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Ok(_slot) = slots.clone().try_acquire_owned() else {
+        metrics.shed();
+        let mut response = error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the webhook is at capacity; retry",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
+    next.run(req).await
 }
 
 /// While draining, HTTP/1 responses carry `Connection: close` so clients move to another replica.
@@ -436,6 +468,7 @@ mod tests {
             claims: None,
             dev_registry: false,
             draining: Arc::new(AtomicBool::new(false)),
+            max_in_flight: 8,
         });
         let routes = Router::new().route(
             "/boom",

@@ -69,6 +69,8 @@ pub struct ServeConfig {
     pub drain_delay: Duration,
     /// After SIGTERM: exit by then, whatever is still open.
     pub shutdown_grace: Duration,
+    /// Reviews answered at once; more are refused with 503 and `Retry-After`.
+    pub max_in_flight: usize,
 }
 
 /// Runs the server until SIGTERM or SIGINT.
@@ -185,6 +187,7 @@ async fn serve(config: ServeConfig) -> Result<(), String> {
         claims,
         dev_registry: dev,
         draining: draining.clone(),
+        max_in_flight: config.max_in_flight,
     });
     let accepting = tokio::spawn(listener::accept_until(
         https,
