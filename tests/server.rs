@@ -337,29 +337,6 @@ async fn draining_http1_responses_say_connection_close() {
     assert_eq!(during.headers.get("connection").unwrap(), "close");
 }
 
-/// The kubelet's layout of a mounted Secret: files are links through `..data`, which is swapped
-/// atomically to a new timestamped directory.
-fn write_secret_volume(
-    dir: &std::path::Path,
-    generation: &str,
-    pair: &dynamo_tenancy::certs::GeneratedPair,
-) {
-    let target = dir.join(generation);
-    std::fs::create_dir_all(&target).unwrap();
-    std::fs::write(target.join("tls.crt"), &pair.cert_pem).unwrap();
-    std::fs::write(target.join("tls.key"), &pair.key_pem).unwrap();
-    let tmp = dir.join("..data_tmp");
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(generation, &tmp).unwrap();
-    std::fs::rename(&tmp, dir.join("..data")).unwrap();
-    for file in ["tls.crt", "tls.key"] {
-        let link = dir.join(file);
-        if std::fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink(format!("..data/{file}"), &link).unwrap();
-        }
-    }
-}
-
 /// The leaf certificate the server presents on a fresh connection.
 async fn served_certificate(addr: &str, roots: rustls::RootCertStore) -> Vec<u8> {
     let config = rustls::ClientConfig::builder()

@@ -336,3 +336,26 @@ pub fn denial_rule(answer: &Answer) -> Option<String> {
         .and_then(|m| m.get(1..6))
         .map(str::to_owned)
 }
+
+/// The kubelet's layout of a mounted Secret: files are links through `..data`, which is swapped
+/// atomically to a new timestamped directory.
+pub fn write_secret_volume(
+    dir: &std::path::Path,
+    generation: &str,
+    pair: &dynamo_tenancy::certs::GeneratedPair,
+) {
+    let target = dir.join(generation);
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("tls.crt"), &pair.cert_pem).unwrap();
+    std::fs::write(target.join("tls.key"), &pair.key_pem).unwrap();
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(generation, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    for file in ["tls.crt", "tls.key"] {
+        let link = dir.join(file);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{file}"), &link).unwrap();
+        }
+    }
+}
