@@ -89,7 +89,8 @@ impl<'a> Source<'a> {
     }
 }
 
-fn json_type(value: &Value) -> &'static str {
+/// "a list", "a map", ...: a JSON value's type, as messages name it.
+pub(super) fn json_type(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -208,12 +209,77 @@ enum Plan {
     LeaveUnmanaged,
 }
 
-/// The plan for `obj`, or the mutating-phase denial (DT001, DT002, DT005).
+/// DT001 or DT006 when a part the rules read has a JSON type the CRD's schema refuses: a spec
+/// or `spec.services` that is not a map, a service that is not a map (its `dynamoNamespace`
+/// could not be read), a `globalDynamoNamespace` that is not a boolean (it could not be checked).
+/// The API server checks the schema only after the mutating phase, so such a DGD can reach it;
+/// judging it by what can be read would overlook the paths and flags it carries.
+fn check_shape(obj: &DynamicObject) -> Result<(), Finding> {
+    let wrong = |rule, text: String| Err(Finding::new(rule, text));
+    let spec = match obj.data.get("spec") {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Object(spec)) => spec,
+        Some(other) => {
+            return wrong(
+                RuleId::DT001,
+                format!(
+                    "spec must be a map, not {}; the path is read from spec.dynamoNamespace",
+                    json_type(other)
+                ),
+            );
+        }
+    };
+    let services = match spec.get("services") {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Object(services)) => services,
+        Some(other) => {
+            return wrong(
+                RuleId::DT001,
+                format!(
+                    "spec.services must be a map of services by name, not {}; their dynamoNamespace values are paths",
+                    json_type(other)
+                ),
+            );
+        }
+    };
+    for (name, service) in services {
+        let name: String = name.chars().take(16).collect();
+        match service {
+            Value::Null => {}
+            Value::Object(service) => match service.get("globalDynamoNamespace") {
+                None | Some(Value::Null | Value::Bool(_)) => {}
+                Some(other) => {
+                    return wrong(
+                        RuleId::DT006,
+                        format!(
+                            "spec.services.{name}.globalDynamoNamespace must be true or false, not {}",
+                            json_type(other)
+                        ),
+                    );
+                }
+            },
+            other => {
+                return wrong(
+                    RuleId::DT001,
+                    format!(
+                        "spec.services.{name} must be a map, not {}; its dynamoNamespace is a path",
+                        json_type(other)
+                    ),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The plan for `obj`, or the mutating-phase denial (DT001, DT002, DT005, or DT006 for a flag
+/// that is not a boolean).
 fn plan(
     operation: &Operation,
     obj: &DynamicObject,
     old: Option<&DynamicObject>,
 ) -> Result<Plan, Finding> {
+    check_shape(obj)?;
     if *operation == Operation::Update {
         match old.and_then(recorded_path) {
             Some(recorded) => {

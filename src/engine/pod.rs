@@ -107,6 +107,60 @@ fn containers(
     })
 }
 
+/// Where the parts of a pod the rules read have a JSON type that the API server's decoding of a
+/// Pod refuses: spec not a map, a container list not a list, a container or env entry not a map,
+/// an env list not a list, an env name or value not a string. `null` is Kubernetes' "unset" and
+/// passes. The API server decodes a pod before any webhook sees it, so it never sends such a pod.
+pub fn shape_problem(pod: &DynamicObject) -> Option<String> {
+    use super::dgd::json_type as kind;
+    let spec = match pod.data.get("spec") {
+        None | Some(Value::Null) => return None,
+        Some(Value::Object(spec)) => spec,
+        Some(other) => return Some(format!("spec is {}, not a map", kind(other))),
+    };
+    for list in CONTAINER_LISTS {
+        let containers = match spec.get(list) {
+            None | Some(Value::Null) => continue,
+            Some(Value::Array(containers)) => containers,
+            Some(other) => return Some(format!("spec.{list} is {}, not a list", kind(other))),
+        };
+        for (i, container) in containers.iter().enumerate() {
+            let env = match container {
+                Value::Null => continue,
+                Value::Object(container) => container.get("env"),
+                other => return Some(format!("spec.{list}[{i}] is {}, not a map", kind(other))),
+            };
+            let entries = match env {
+                None | Some(Value::Null) => continue,
+                Some(Value::Array(entries)) => entries,
+                Some(other) => {
+                    return Some(format!(
+                        "spec.{list}[{i}].env is {}, not a list",
+                        kind(other)
+                    ));
+                }
+            };
+            for (j, entry) in entries.iter().enumerate() {
+                let at = format!("spec.{list}[{i}].env[{j}]");
+                let entry = match entry {
+                    Value::Null => continue,
+                    Value::Object(entry) => entry,
+                    other => return Some(format!("{at} is {}, not a map", kind(other))),
+                };
+                for field in ["name", "value"] {
+                    match entry.get(field) {
+                        None | Some(Value::Null | Value::String(_)) => {}
+                        Some(other) => {
+                            return Some(format!("{at}.{field} is {}, not a string", kind(other)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
 fn container_name(container: &Map<String, Value>) -> &str {
     container.get("name").and_then(Value::as_str).unwrap_or("?")
 }

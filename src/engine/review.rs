@@ -55,6 +55,9 @@ pub enum ReviewError {
     Malformed(String),
     MissingRequest,
     MissingObject(&'static str),
+    /// Well-formed JSON that no API server sends: a kind and a resource that disagree, an object
+    /// of another kind, a pod its decoding would refuse. Judging it would mean guessing.
+    NotFromApiServer(String),
 }
 
 impl fmt::Display for ReviewError {
@@ -71,6 +74,10 @@ impl fmt::Display for ReviewError {
                 f,
                 "AdmissionReview request has no \"{field}\", which this operation needs"
             ),
+            ReviewError::NotFromApiServer(what) => write!(
+                f,
+                "AdmissionReview request {what}; an API server never sends that, send the review it sends"
+            ),
         }
     }
 }
@@ -80,6 +87,7 @@ impl std::error::Error for ReviewError {}
 const DGD_GROUP: &str = "nvidia.com";
 const DGD_VERSION: &str = "v1alpha1";
 const DGD_KIND: &str = "DynamoGraphDeployment";
+const DGD_RESOURCE: &str = "dynamographdeployments";
 
 /// The k8s namespace of the request's object.
 fn namespace_of(req: &AdmissionRequest<DynamicObject>) -> &str {
@@ -100,6 +108,49 @@ fn skipped(reason: String) -> Decision {
         subject: Some(Subject::Skipped(reason)),
         ..Decision::default()
     }
+}
+
+/// A request about a handled kind agrees with itself, as every request an API server sends does:
+/// `resource` is the kind's, and `object` and `oldObject`, where they name their type, are of it.
+fn check_consistent(
+    req: &AdmissionRequest<DynamicObject>,
+    subject: &Subject,
+) -> Result<(), ReviewError> {
+    use super::path::quote_within;
+    let (group, resource) = match subject {
+        Subject::Dgd => (DGD_GROUP, DGD_RESOURCE),
+        Subject::Pod => ("", "pods"),
+        Subject::Skipped(_) => return Ok(()),
+    };
+    let kind = &req.kind;
+    let given = &req.resource;
+    if given.group != group || given.version != kind.version || given.resource != resource {
+        return Err(ReviewError::NotFromApiServer(format!(
+            "has kind {} but resource {}",
+            quote_within(&kind.kind, 40),
+            quote_within(
+                &format!("{}/{}/{}", given.group, given.version, given.resource),
+                60
+            )
+        )));
+    }
+    let api_version = if group.is_empty() {
+        kind.version.clone()
+    } else {
+        format!("{group}/{}", kind.version)
+    };
+    for (field, object) in [("object", &req.object), ("oldObject", &req.old_object)] {
+        if let Some(types) = object.as_ref().and_then(|o| o.types.as_ref())
+            && (types.kind != kind.kind || types.api_version != api_version)
+        {
+            return Err(ReviewError::NotFromApiServer(format!(
+                "is about a {} but its {field} is a {}",
+                quote_within(&kind.kind, 40),
+                quote_within(&format!("{} {}", types.api_version, types.kind), 60)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Judges one request in one phase.
@@ -138,6 +189,13 @@ pub fn decide(
         ),
         _ => None,
     };
+    check_consistent(req, &subject)?;
+    if subject == Subject::Pod
+        && req.operation == Operation::Create
+        && let Some(problem) = pod::shape_problem(obj)
+    {
+        return Err(ReviewError::NotFromApiServer(format!("object: {problem}")));
+    }
     let namespace = namespace_of(req);
     let mut findings = Findings::default();
     let mut patch = PatchBuilder::default();

@@ -108,19 +108,34 @@ pub struct Finding {
 
 impl Finding {
     /// The message is cut to SPEC's limits (under 250 characters for a denial, under 120 for a
-    /// warning); the texts are written to fit, so only very long user values are ever cut.
+    /// warning); the texts are written to fit, so only very long user values are ever cut. Control
+    /// and invisible characters that a user value brought in unquoted (a service named
+    /// `"a\nb"`) are escaped, so that a message stays one line and shows what it says.
     pub fn new(rule: RuleId, text: impl fmt::Display) -> Self {
         let limit = match rule.severity() {
             Severity::Deny => MAX_MESSAGE_CHARS,
             Severity::Warn => MAX_WARNING_CHARS,
         };
-        let mut message = format!("[{rule}] {text}");
+        let mut message = String::new();
+        for c in format!("[{rule}] {text}").chars() {
+            if c.is_control() || is_invisible(c) {
+                message.extend(c.escape_debug());
+            } else {
+                message.push(c);
+            }
+        }
         if let Some((cut, _)) = message.char_indices().nth(limit - 1) {
             message.truncate(cut);
             message.push('…');
         }
         Finding { rule, message }
     }
+}
+
+/// Characters that render as nothing or rearrange the text around them: zero-width characters,
+/// bidirectional controls, line and paragraph separators, the byte order mark.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}')
 }
 
 /// The knobs a cluster operator may turn. The defaults are SPEC's behaviour.
@@ -171,5 +186,19 @@ impl Findings {
             .chain(&self.warnings)
             .map(|f| f.rule)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_stay_one_line_and_show_invisible_characters() {
+        let finding = Finding::new(RuleId::DT001, "spec.services.a\r\nb\u{202e}c\u{200b}.x: é…");
+        assert_eq!(
+            finding.message,
+            "[DT001] spec.services.a\\r\\nb\\u{202e}c\\u{200b}.x: é…"
+        );
     }
 }
