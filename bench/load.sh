@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-15}"
-command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null; }
+source bench/lib.sh
+need_h2load
 cargo build --release --locked -q
 work=$(mktemp -d)
 trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -14,36 +15,19 @@ python3 bench/make_inputs.py "$work"
 port=18443
 health=18080
 url="https://127.0.0.1:$port/mutate?timeout=5s"
-rss() { awk '/^VmRSS/ {printf "%.1f MiB", $2/1024}' "/proc/$1/status"; }
-hwm() { awk '/^VmHWM/ {printf "%.1f MiB", $2/1024}' "/proc/$1/status"; }
 
 start() {
   target/release/dynamo-tenancy serve --dev --dev-dir "$work/dev" \
     --listen 127.0.0.1:$port --health-listen 127.0.0.1:$health "$@" 2>"$work/server.log" &
   server=$!
-  for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$health/readyz" >/dev/null && return
-    sleep 0.1
-  done
-  echo "server did not become ready" >&2; cat "$work/server.log" >&2; exit 1
+  wait_until "$server" "$work/server.log" health_ready "$health"
 }
 stop() { kill -TERM "$server"; wait "$server" 2>/dev/null || true; }
 
-# h2load reports no percentiles; its per-request log (start, status, duration in µs) gives them.
-percentiles() {
-  python3 - "$1" <<'PY'
-import sys
-d = sorted(int(l.split()[2]) for l in open(sys.argv[1]) if l.split()[1] == "200")
-pick = lambda q: d[min(len(d) - 1, int(q * len(d)))] / 1000
-print(f"p50 {pick(0.50):.3f} ms, p99 {pick(0.99):.3f} ms, max {d[-1]/1000:.3f} ms over {len(d)} requests")
-PY
-}
-
 load() { # load NAME h2load-args...
   local name=$1; shift
-  h2load -H 'content-type: application/json' -d "$work/pod.json" --log-file "$work/$name.log" "$@" "$url" \
-    > "$work/$name.out"
-  grep -E "^finished in|^requests:|^status codes:" "$work/$name.out" | sed "s/^/  [$name] /"
+  h2 "$name" "$url" "$@"
+  h2_summary "$name"
 }
 
 echo "== serve --dev, empty registry (pod review $(stat -c %s "$work/pod.json") bytes)"
