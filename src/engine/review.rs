@@ -90,7 +90,7 @@ const DGD_KIND: &str = "DynamoGraphDeployment";
 const DGD_RESOURCE: &str = "dynamographdeployments";
 
 /// The k8s namespace of the request's object.
-fn namespace_of(req: &AdmissionRequest<DynamicObject>) -> &str {
+pub fn namespace_of(req: &AdmissionRequest<DynamicObject>) -> &str {
     req.namespace
         .as_deref()
         .filter(|ns| !ns.is_empty())

@@ -25,7 +25,7 @@ use crate::cache::DgdCache;
 use crate::cache::lookup::{LiveLookup, Lookup};
 use crate::claims::Claims;
 use crate::engine::pod::DGD_LABEL;
-use crate::engine::review::{encode_review, parse_request, respond};
+use crate::engine::review::{encode_review, namespace_of, parse_request, respond};
 use crate::engine::{ClusterView, Context, Decision, DgdRecord, Phase, Policy, Subject, decide};
 
 /// Path of the mutating endpoint (the webhook configurations' `clientConfig.service.path`).
@@ -348,11 +348,7 @@ async fn resolve_pod_dgd(
     let Some(name) = obj.metadata.labels.as_ref().and_then(|l| l.get(DGD_LABEL)) else {
         return;
     };
-    let namespace = req
-        .namespace
-        .as_deref()
-        .or(obj.metadata.namespace.as_deref())
-        .unwrap_or("default");
+    let namespace = namespace_of(req);
     if state.cache.view().dgd(namespace, name).is_some() {
         return;
     }
@@ -379,17 +375,20 @@ fn record_admitted(cache: &DgdCache, req: &AdmissionRequest<DynamicObject>, deci
     if !is_dgd || req.dry_run || req.sub_resource.is_some() {
         return;
     }
-    let namespace = req.namespace.as_deref().unwrap_or("default");
+    let namespace = namespace_of(req);
     match (&req.operation, &req.object) {
         (Operation::Delete, _) => cache.remove(namespace, &req.name),
         (Operation::Create | Operation::Update, Some(obj))
             if decision.subject == Some(Subject::Dgd) && !decision.findings.denied() =>
         {
-            let mut record = DgdRecord::from_object(obj, namespace);
-            if record.name.is_empty() {
-                record.name = req.name.clone();
+            // Recorded where the engine judged it: the request's namespace and name are the API
+            // server's, whatever the object says.
+            let mut obj = obj.clone();
+            obj.metadata.namespace = Some(namespace.to_owned());
+            if obj.metadata.name.as_deref().is_none_or(str::is_empty) {
+                obj.metadata.name = Some(req.name.clone());
             }
-            cache.upsert(record);
+            cache.upsert(DgdRecord::from_object(&obj, namespace));
         }
         _ => {}
     }
@@ -438,11 +437,14 @@ fn log_review(
         Some(Subject::Skipped(reason)) => reason.as_str(),
         _ => "",
     };
+    // The API server sends UUIDs and names of at most 253 characters; a hand-made review may not.
+    let uid = bounded(&req.uid);
+    let namespace = bounded(req.namespace.as_deref().unwrap_or(""));
     tracing::info!(
         endpoint,
-        uid = %req.uid,
-        kind = %req.kind.kind,
-        object = %format_args!("{}/{}", req.namespace.as_deref().unwrap_or(""), name),
+        uid,
+        kind = bounded(&req.kind.kind),
+        object = %format_args!("{namespace}/{}", bounded(name)),
         operation = operation_label(&req.operation),
         dry_run = req.dry_run,
         verdict,
@@ -451,6 +453,14 @@ fn log_review(
         latency_us = elapsed.as_micros() as u64,
         "review"
     );
+}
+
+/// `text` cut to the longest name Kubernetes allows, so one log line stays one short line.
+fn bounded(text: &str) -> &str {
+    match text.char_indices().nth(253) {
+        Some((cut, _)) => &text[..cut],
+        None => text,
+    }
 }
 
 #[cfg(test)]
