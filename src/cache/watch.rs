@@ -57,6 +57,8 @@ pub async fn run(client: Client, namespaces: Vec<String>, cache: Arc<DgdCache>) 
                     "DGD list received"
                 );
                 cache.replace(scopes[i].as_deref(), records);
+                // The list's objects are freed by now; hand their memory back.
+                crate::memory::release();
                 listed[i] = true;
                 if listed.iter().all(|l| *l) {
                     cache.mark_synced();

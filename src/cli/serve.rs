@@ -89,6 +89,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
             }
             None => crate::engine::DgdIndex::new(),
         };
+        crate::memory::release();
         Cluster::Dev { seed }
     } else {
         Cluster::Kube {

@@ -141,17 +141,22 @@ pub fn shape_problem(pod: &DynamicObject) -> Option<String> {
                 }
             };
             for (j, entry) in entries.iter().enumerate() {
-                let at = format!("spec.{list}[{i}].env[{j}]");
+                // Only a problem is worth a string: this runs over every env entry of every pod.
+                let at = || format!("spec.{list}[{i}].env[{j}]");
                 let entry = match entry {
                     Value::Null => continue,
                     Value::Object(entry) => entry,
-                    other => return Some(format!("{at} is {}, not a map", kind(other))),
+                    other => return Some(format!("{} is {}, not a map", at(), kind(other))),
                 };
                 for field in ["name", "value"] {
                     match entry.get(field) {
                         None | Some(Value::Null | Value::String(_)) => {}
                         Some(other) => {
-                            return Some(format!("{at}.{field} is {}, not a string", kind(other)));
+                            return Some(format!(
+                                "{}.{field} is {}, not a string",
+                                at(),
+                                kind(other)
+                            ));
                         }
                     }
                 }
