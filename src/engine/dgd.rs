@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::DynamicObject;
 use kube::core::admission::Operation;
 use serde_json::Value;
@@ -331,6 +332,16 @@ fn record(obj: &DynamicObject, path: &DynamoPath, patch: &mut PatchBuilder) {
         ),
         // A spec of the wrong type is the schema's to refuse; the annotation still records.
         Some(_) => {}
+    }
+    // An empty `metadata` may be a missing one (the typed parse cannot tell them apart), where a
+    // pointer below it would not apply: then the member is added whole. An API server always
+    // sends a name, so only hand-made reviews take this branch.
+    if obj.metadata == ObjectMeta::default() {
+        patch.add(
+            ["metadata"],
+            serde_json::json!({ "annotations": { PATH_ANNOTATION: path.as_str() } }),
+        );
+        return;
     }
     patch.set_map_entry(
         &["metadata", "annotations"],
