@@ -9,6 +9,7 @@ pub mod pod;
 pub mod review;
 pub mod rules;
 pub mod view;
+pub mod wire;
 
 pub use claim::Claim;
 pub use path::DynamoPath;

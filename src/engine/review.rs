@@ -5,12 +5,13 @@ use std::fmt;
 
 use json_patch::PatchOperation;
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 
 use super::Context;
 use super::claim::Claim;
 use super::patch::PatchBuilder;
 use super::rules::Findings;
+use super::wire::WireReview;
 use super::{dgd, pod};
 
 /// Which webhook is answering.
@@ -283,9 +284,9 @@ pub fn review_json(
 
 /// Parses an AdmissionReview body into its request.
 pub fn parse_request(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, ReviewError> {
-    let review: AdmissionReview<DynamicObject> =
+    let review: WireReview =
         serde_json::from_slice(body).map_err(|err| ReviewError::Malformed(err.to_string()))?;
-    review.try_into().map_err(|_| ReviewError::MissingRequest)
+    review.into_request().ok_or(ReviewError::MissingRequest)
 }
 
 /// What the API server's chain does: mutate; if admitted, apply the patch and validate the result.
