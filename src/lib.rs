@@ -12,9 +12,9 @@ pub mod cli;
 pub mod documents;
 pub mod engine;
 pub mod existing;
-pub mod memory;
 /// The fuzzers' entry points and the corpus replay's: arbitrary bytes through the real review,
 /// path and validator code, with their invariants asserted (`docs/fuzzing.md`).
 pub mod fuzz;
+pub mod memory;
 pub mod server;
 pub mod validator;
