@@ -19,7 +19,6 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use crate::cache::DgdCache;
-use crate::documents::parse_documents;
 use crate::engine::path::{MAX_LEN, MAX_SEGMENTS, ROOT, TOKEN_SEPARATOR, quote};
 use crate::engine::review::parse_request;
 use crate::engine::rules::{MAX_MESSAGE_CHARS, MAX_WARNING_CHARS};
@@ -267,7 +266,6 @@ pub fn path(data: &[u8]) {
 /// JSON; every message and source error is one line.
 pub fn validate_input(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    let _ = parse_documents(&text);
     check_report(validate(DgdIndex::new(), &text));
     if let Ok(existing) = index_from_text(&text, "default") {
         check_report(validate(existing, &text));
