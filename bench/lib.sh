@@ -38,6 +38,7 @@ health_ready() { curl -sf "http://127.0.0.1:$1/readyz"; }
 # and its per-request log (start, status, duration in µs) to $work/NAME.log.
 h2() {
   local name=$1 url=$2; shift 2
+  rm -f "$work/$name.log"  # h2load appends to an existing log
   h2load -H 'content-type: application/json' -d "$work/pod.json" --log-file "$work/$name.log" \
     "$@" "$url" > "$work/$name.out"
 }

@@ -58,11 +58,14 @@ for limit in "${limits[@]}"; do
   reset_peak "$server"
   h2 "over-$limit" "$url" -t 1 -c 16 -m 64 --rps "$per_client" -D "$secs" &
   loader=$!
-  # Mid-run: where the excess waits. Reviews the server holds (its in-flight gauge) against
-  # bytes sitting unread in its sockets' receive queues (requests it has not read yet).
+  # Mid-run: where the excess waits. Reviews in the server's handlers (its in-flight gauge)
+  # against bytes the server has not read yet: in its sockets' receive queues, plus what h2load
+  # wrote that the full receive queues have not taken in (the client sockets' send queues).
   sleep "$(python3 -c "print($secs / 2)")"
   held=$(curl -s "http://127.0.0.1:$health/metrics" | awk '/^dynamo_tenancy_admission_in_flight / {print $2}')
-  unread=$(ss -tnH state established "( sport = :$port )" | awk '{q += $1} END {printf "%.1f", q / 1048576}')
+  unread=$( { ss -tnH state established "( sport = :$port )" | awk '{print $1}'
+              ss -tnH state established "( dport = :$port )" | awk '{print $2}'; } |
+            awk '{q += $1} END {printf "%.1f", q / 1048576}')
   wait "$loader"
   peak=$(hwm_mib "$server")
   h2_summary "over-$limit"
