@@ -12,7 +12,6 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, LazyLock};
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use serde_json::Value;
@@ -54,7 +53,7 @@ fn seeded_index() -> DgdIndex {
 /// outcome never depends on the inputs before it).
 struct Webhook {
     runtime: tokio::runtime::Runtime,
-    router: Router,
+    router: crate::server::app::Admission,
 }
 
 static WEBHOOK: LazyLock<Webhook> = LazyLock::new(|| {

@@ -5,7 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use std::convert::Infallible;
+use std::task::Poll;
+
+use futures::future::BoxFuture;
 use tokio::sync::Semaphore;
+use tower::Service;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -58,19 +63,71 @@ pub struct AppState {
     pub max_in_flight: usize,
 }
 
-pub fn router(state: Arc<AppState>) -> Router {
+pub fn router(state: Arc<AppState>) -> Admission {
+    let slots = Arc::new(Semaphore::new(state.max_in_flight));
+    let metrics = state.metrics.clone();
     let routes = Router::new()
         .route(MUTATE_PATH, post(mutate))
         .route(VALIDATE_PATH, post(validate));
-    with_layers(routes, state)
+    Admission {
+        router: with_layers(routes, state),
+        slots,
+        metrics,
+    }
 }
 
-/// Body limit, panic safety net, load shedding and draining behaviour around `routes`.
+/// The admission endpoints behind their load limit. A review counts from the moment hyper hands
+/// it over (an HTTP/2 stream's headers), not from when its task first runs: when the CPU is
+/// short, reviews queue in the runtime, where a limit inside the handler never sees them. Past
+/// the limit a review is refused at once, before its body is read: 503 with `Retry-After`, so the
+/// API server applies the webhook's failurePolicy now instead of after its timeout, and the
+/// reviews being served keep their latency.
+#[derive(Clone)]
+pub struct Admission {
+    router: Router,
+    slots: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+impl<B> Service<axum::http::Request<B>> for Admission
+where
+    Router: Service<axum::http::Request<B>, Response = Response, Error = Infallible>,
+    <Router as Service<axum::http::Request<B>>>::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<Result<(), Infallible>> {
+        // An axum Router is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            self.metrics.shed();
+            let mut response = error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the webhook is at capacity; retry",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return Box::pin(std::future::ready(Ok(response)));
+        };
+        let answer = self.router.call(req);
+        Box::pin(async move {
+            let response = answer.await;
+            drop(slot);
+            response
+        })
+    }
+}
+
+/// Body limit, panic safety net and draining behaviour around `routes`.
 fn with_layers(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
     let draining = state.draining.clone();
     let metrics = state.metrics.clone();
-    let slots = Arc::new(Semaphore::new(state.max_in_flight));
-    let shed_metrics = state.metrics.clone();
     routes
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(CatchPanicLayer::custom(
@@ -84,36 +141,10 @@ fn with_layers(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
             },
         ))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
-            shed_when_full(slots.clone(), shed_metrics.clone(), req, next)
-        }))
-        .layer(middleware::from_fn(move |req: Request, next: Next| {
             let draining = draining.clone();
             close_when_draining(draining, req, next)
         }))
         .with_state(state)
-}
-
-/// Past capacity a review is refused at once, before its body is read: 503 with `Retry-After`,
-/// so the API server applies the webhook's failurePolicy now instead of after its timeout, and
-/// the reviews being served keep their latency. Memory stays bounded by the same limit.
-async fn shed_when_full(
-    slots: Arc<Semaphore>,
-    metrics: Arc<Metrics>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let Ok(_slot) = slots.clone().try_acquire_owned() else {
-        metrics.shed();
-        let mut response = error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the webhook is at capacity; retry",
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return response;
-    };
-    next.run(req).await
 }
 
 /// While draining, HTTP/1 responses carry `Connection: close` so clients move to another replica.

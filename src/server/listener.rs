@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -41,7 +40,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 pub async fn accept_until(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
-    app: Router,
+    app: super::app::Admission,
     mut stop: watch::Receiver<bool>,
 ) -> GracefulShutdown {
     let acceptor = TlsAcceptor::from(tls);
