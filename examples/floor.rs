@@ -19,8 +19,8 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::post;
 use clap::Parser;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use dynamo_tenancy::server::listener::http_builder;
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
@@ -88,21 +88,6 @@ fn tls_config(cert_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, String
             .map_err(|e| format!("TLS: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
-}
-
-/// The same HTTP/1.1 and HTTP/2 settings as `src/server/listener.rs`.
-fn http_builder() -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(250)
-        .keep_alive_interval(Duration::from_secs(30));
-    builder
 }
 
 #[tokio::main]

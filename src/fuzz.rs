@@ -9,7 +9,6 @@
 //! - [`path`]: a `spec.dynamoNamespace` value given to [`DynamoPath::parse`].
 //! - [`validate_input`]: the text of a manifest stream given to the offline validator.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, LazyLock};
 
 use axum::body::Body;
@@ -25,7 +24,6 @@ use crate::engine::view::operator_token;
 use crate::engine::{DgdIndex, DgdRecord, DgdState, DynamoPath, Policy};
 use crate::existing::index_from_text;
 use crate::server::app::{AppState, MAX_BODY, MUTATE_PATH, VALIDATE_PATH, router};
-use crate::server::metrics::Metrics;
 use crate::validator::{Report, Validator};
 
 /// The DGDs the fuzzed reviews meet: managed ones at the root and below it in two k8s namespaces
@@ -61,17 +59,11 @@ static WEBHOOK: LazyLock<Webhook> = LazyLock::new(|| {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let state = Arc::new(AppState {
-        cache: Arc::new(DgdCache::synced_with(seeded_index())),
-        policy: Policy::default(),
-        metrics: Arc::new(Metrics::new()),
-        lookup: None,
-        claims: None,
-        dev_registry: false,
-        draining: Arc::new(AtomicBool::new(false)),
-        // One review at a time: never shed.
-        max_in_flight: 256,
-    });
+    // One review at a time: never shed.
+    let state = Arc::new(AppState::standalone(
+        Arc::new(DgdCache::synced_with(seeded_index())),
+        256,
+    ));
     Webhook {
         runtime,
         router: router(state),

@@ -63,6 +63,23 @@ pub struct AppState {
     pub max_in_flight: usize,
 }
 
+impl AppState {
+    /// A server with no cluster, claims or draining: `cache` is all it knows. For the fuzzers
+    /// and unit tests, which drive the router directly.
+    pub fn standalone(cache: Arc<DgdCache>, max_in_flight: usize) -> Self {
+        AppState {
+            cache,
+            policy: Policy::default(),
+            metrics: Arc::new(Metrics::new()),
+            lookup: None,
+            claims: None,
+            dev_registry: false,
+            draining: Arc::new(AtomicBool::new(false)),
+            max_in_flight,
+        }
+    }
+}
+
 pub fn router(state: Arc<AppState>) -> Admission {
     let slots = Arc::new(Semaphore::new(state.max_in_flight));
     let metrics = state.metrics.clone();
@@ -501,16 +518,7 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_handler_becomes_a_counted_500() {
         use tower::ServiceExt;
-        let state = Arc::new(AppState {
-            cache: Arc::new(DgdCache::synced_empty()),
-            policy: Policy::default(),
-            metrics: Arc::new(Metrics::new()),
-            lookup: None,
-            claims: None,
-            dev_registry: false,
-            draining: Arc::new(AtomicBool::new(false)),
-            max_in_flight: 8,
-        });
+        let state = Arc::new(AppState::standalone(Arc::new(DgdCache::synced_empty()), 8));
         let routes = Router::new().route(
             "/boom",
             post(|| async {

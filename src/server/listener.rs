@@ -16,7 +16,8 @@ use tokio_rustls::TlsAcceptor;
 /// A client that opens a connection and sends nothing is dropped after this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn http_builder() -> auto::Builder<TokioExecutor> {
+/// The HTTP/1.1 and HTTP/2 settings of every connection (the floor benchmark uses them too).
+pub fn http_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
