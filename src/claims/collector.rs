@@ -12,10 +12,9 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Preconditions};
 
 use super::lease::{self, Holder};
-use super::{IN_FLIGHT_GRACE, has_code};
+use super::{IN_FLIGHT_GRACE, Presence, has_code};
 use crate::cache::DgdCache;
-use crate::cache::lookup::{LiveLookup, Lookup};
-use crate::engine::ClusterView as _;
+use crate::cache::lookup::LiveLookup;
 use crate::server::metrics::Metrics;
 
 /// Sweeps every `interval` once the cache has synced, over all namespaces or the watched ones.
@@ -81,28 +80,12 @@ pub async fn sweep(
     Ok(freed)
 }
 
+/// A claim is freed only when it is old and its holder is gone (the test a takeover uses); a
+/// failed live GET keeps it for the next sweep.
 async fn is_orphaned(claim: &Lease, cache: &DgdCache, lookup: &LiveLookup) -> bool {
     let holder = Holder::of(claim);
-    if !holder.older_than(IN_FLIGHT_GRACE, Timestamp::now()) {
-        return false;
-    }
-    if let Some(uid) = &holder.uid {
-        if cache.saw_deleted(uid) {
-            return true;
-        }
-        let cached = cache.view().dgd(&holder.namespace, &holder.name).cloned();
-        if cached.is_some_and(|record| record.uid.as_ref() == Some(uid)) {
-            return false;
-        }
-    }
-    match lookup
-        .dgd(&holder.namespace, &holder.name, Duration::from_secs(5))
-        .await
-    {
-        Lookup::Absent => true,
-        Lookup::Found(record) => holder.uid.is_some() && record.uid != holder.uid,
-        Lookup::Failed(_) => false,
-    }
+    holder.older_than(IN_FLIGHT_GRACE, Timestamp::now())
+        && Presence::of(&holder, cache, lookup, Duration::from_secs(5)).await == Ok(Presence::Gone)
 }
 
 /// Deletes `claim` if it is unchanged since it was read. False if someone else got there first.

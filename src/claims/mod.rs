@@ -93,7 +93,11 @@ fn has_code(err: &kube::Error, code: u16) -> bool {
     matches!(err, kube::Error::Api(status) if status.code == code)
 }
 
+/// A live GET of a holder while a DGD waits for its claim; the request's deadline bounds it too.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Whether a claim's holder still stands in the way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Presence {
     /// Stored, or maybe stored: its claim stands.
     Stored,
@@ -101,6 +105,39 @@ enum Presence {
     Recent,
     /// Deleted, or never stored: the claim is free.
     Gone,
+}
+
+impl Presence {
+    /// SPEC section 7's test for a holder that is gone: the watch saw its uid deleted, or it is
+    /// absent (a live GET, bounded by `timeout`) and the claim is older than [`IN_FLIGHT_GRACE`].
+    /// The error is why the live GET failed.
+    async fn of(
+        holder: &Holder,
+        cache: &DgdCache,
+        lookup: &LiveLookup,
+        timeout: Duration,
+    ) -> Result<Presence, String> {
+        if let Some(uid) = &holder.uid {
+            if cache.saw_deleted(uid) {
+                return Ok(Presence::Gone);
+            }
+            let cached = cache.view().dgd(&holder.namespace, &holder.name).cloned();
+            if cached.is_some_and(|record| record.uid.as_ref() == Some(uid)) {
+                return Ok(Presence::Stored);
+            }
+        }
+        if !holder.older_than(IN_FLIGHT_GRACE, Timestamp::now()) {
+            return Ok(Presence::Recent);
+        }
+        match lookup.dgd(&holder.namespace, &holder.name, timeout).await {
+            Lookup::Found(record) if holder.uid.is_none() || record.uid == holder.uid => {
+                Ok(Presence::Stored)
+            }
+            // Absent, or a later DGD of the same name: the holder is gone.
+            Lookup::Found(_) | Lookup::Absent => Ok(Presence::Gone),
+            Lookup::Failed(reason) => Err(reason),
+        }
+    }
 }
 
 pub struct Claims {
@@ -185,7 +222,10 @@ impl Claims {
                 }
                 Standing::Other => {}
             }
-            match self.presence(&holder).await? {
+            let presence = Presence::of(&holder, &self.cache, &self.lookup, LOOKUP_TIMEOUT)
+                .await
+                .map_err(Refusal::Unavailable)?;
+            match presence {
                 Presence::Stored => {
                     return Err(Refusal::Held {
                         holder: holder.display(),
@@ -218,37 +258,5 @@ impl Claims {
         Err(Refusal::Unavailable(format!(
             "Lease {name} kept changing while it was claimed"
         )))
-    }
-
-    /// SPEC section 7's test for a holder that is gone.
-    async fn presence(&self, holder: &Holder) -> Result<Presence, Refusal> {
-        if let Some(uid) = &holder.uid {
-            if self.cache.saw_deleted(uid) {
-                return Ok(Presence::Gone);
-            }
-            let cached = self
-                .cache
-                .view()
-                .dgd(&holder.namespace, &holder.name)
-                .cloned();
-            if cached.is_some_and(|record| record.uid.as_ref() == Some(uid)) {
-                return Ok(Presence::Stored);
-            }
-        }
-        if !holder.older_than(IN_FLIGHT_GRACE, Timestamp::now()) {
-            return Ok(Presence::Recent);
-        }
-        match self
-            .lookup
-            .dgd(&holder.namespace, &holder.name, Duration::from_secs(2))
-            .await
-        {
-            Lookup::Found(record) if holder.uid.is_none() || record.uid == holder.uid => {
-                Ok(Presence::Stored)
-            }
-            // Absent, or a later DGD of the same name: the holder is gone.
-            Lookup::Found(_) | Lookup::Absent => Ok(Presence::Gone),
-            Lookup::Failed(reason) => Err(Refusal::Unavailable(reason)),
-        }
     }
 }
