@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::engine::{Policy, RuleId};
+use crate::engine::{DgdIndex, Policy, RuleId};
 
 /// Exit code for unreadable input or a usage error.
 pub const EXIT_USAGE: u8 = 2;
@@ -55,6 +55,17 @@ pub struct PolicyArgs {
     /// Treat this warning rule as a denial (repeatable), e.g. --deny-warning DT008.
     #[arg(long = "deny-warning", value_name = "RULE", value_parser = parse_warning_rule)]
     deny_warnings: Vec<RuleId>,
+}
+
+/// `--existing FILE` as a view of the DGDs already in the cluster (empty without the flag); an
+/// error names the flag and the file.
+fn read_existing(file: Option<&std::path::Path>, namespace: &str) -> Result<DgdIndex, String> {
+    let Some(file) = file else {
+        return Ok(DgdIndex::new());
+    };
+    let fail = |e: &dyn std::fmt::Display| format!("--existing {}: {e}", file.display());
+    let text = std::fs::read_to_string(file).map_err(|e| fail(&e))?;
+    crate::existing::index_from_text(&text, namespace).map_err(|e| fail(&e))
 }
 
 fn parse_warning_rule(s: &str) -> Result<RuleId, String> {

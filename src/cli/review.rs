@@ -5,8 +5,7 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 
 use crate::engine::review::{encode_review, parse_request, respond};
-use crate::engine::{Context, DgdIndex, Phase, Subject, decide, review_both};
-use crate::existing::index_from_text;
+use crate::engine::{Context, Phase, Subject, decide, review_both};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum PhaseArg {
@@ -32,15 +31,7 @@ pub struct ReviewArgs {
 }
 
 pub fn run(args: ReviewArgs) -> Result<ExitCode, String> {
-    let view = match &args.existing {
-        Some(file) => {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| format!("--existing {}: {e}", file.display()))?;
-            index_from_text(&text, &args.namespace)
-                .map_err(|e| format!("--existing {}: {e}", file.display()))?
-        }
-        None => DgdIndex::new(),
-    };
+    let view = super::read_existing(args.existing.as_deref(), &args.namespace)?;
     let mut body = Vec::new();
     std::io::stdin()
         .read_to_end(&mut body)

@@ -80,15 +80,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
         _ => return Err("give --tls-cert and --tls-key, or --dev".to_owned()),
     };
     let cluster = if args.dev {
-        let seed = match &args.existing {
-            Some(file) => {
-                let text = std::fs::read_to_string(file)
-                    .map_err(|e| format!("--existing {}: {e}", file.display()))?;
-                crate::existing::index_from_text(&text, "default")
-                    .map_err(|e| format!("--existing {}: {e}", file.display()))?
-            }
-            None => crate::engine::DgdIndex::new(),
-        };
+        let seed = super::read_existing(args.existing.as_deref(), "default")?;
         crate::memory::release();
         Cluster::Dev { seed }
     } else {

@@ -4,8 +4,6 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
-use crate::engine::DgdIndex;
-use crate::existing::index_from_text;
 use crate::validator::Validator;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -37,15 +35,7 @@ pub struct ValidateArgs {
 }
 
 pub fn run(args: ValidateArgs) -> Result<ExitCode, String> {
-    let existing = match &args.existing {
-        Some(file) => {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| format!("--existing {}: {e}", file.display()))?;
-            index_from_text(&text, &args.namespace)
-                .map_err(|e| format!("--existing {}: {e}", file.display()))?
-        }
-        None => DgdIndex::new(),
-    };
+    let existing = super::read_existing(args.existing.as_deref(), &args.namespace)?;
     let mut validator = Validator::new(existing, &args.namespace, args.policy.policy());
     let mut stdin_read = false;
     for path in &args.paths {
